@@ -1,0 +1,42 @@
+"""backtrader-ccxt: history then live bars from ccxt exchanges for backtrader.
+
+store = CCXTStore(exchange="binance")
+cerebro.adddata(store.getdata(dataname="BTC/USDT", timeframe=bt.TimeFrame.Minutes))
+"""
+
+import logging
+
+from .bars import Bar, Status
+from .errors import (
+    BacktraderCCXTError,
+    CapabilityError,
+    ConfigurationError,
+    ExchangeRequestError,
+    FatalExchangeError,
+    RetryableError,
+    UnknownExchangeError,
+    UnknownSymbolError,
+    UnsupportedTimeframeError,
+)
+from .feed import CCXTFeed
+from .store import CCXTStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bar",
+    "BacktraderCCXTError",
+    "CapabilityError",
+    "CCXTFeed",
+    "CCXTStore",
+    "ConfigurationError",
+    "ExchangeRequestError",
+    "FatalExchangeError",
+    "RetryableError",
+    "Status",
+    "UnknownExchangeError",
+    "UnknownSymbolError",
+    "UnsupportedTimeframeError",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,175 @@
+"""The main job: a live SMA-cross strategy, paper trading on backtrader's own broker.
+
+Offline by default, against the package's local exchange (real Binance candles replayed on
+127.0.0.1); ``--exchange binance`` runs the same on the real exchange (no keys needed: only
+public market data is read and orders go to backtrader's simulated broker).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import threading
+from datetime import datetime
+
+import backtrader as bt
+
+from .store import CCXTStore
+
+__all__ = ["DemoStrategy", "run_demo", "add_arguments"]
+
+
+class DemoStrategy(bt.Strategy):
+    """Buy when the fast SMA crosses above the slow one, sell on the cross below.
+
+    Prints every live bar, every data notification and every trade; stops cerebro after
+    ``live_bars`` live bars.
+    """
+
+    params = (("fast", 5), ("slow", 12), ("live_bars", 10), ("out", None))
+
+    def __init__(self) -> None:
+        self.fast = bt.ind.SMA(period=self.p.fast)
+        self.slow = bt.ind.SMA(period=self.p.slow)
+        self.cross = bt.ind.CrossOver(self.fast, self.slow)
+        self.live = False
+        self.history_bars = 0
+        self.live_seen = 0
+        self.trades = []
+        self.statuses = []
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.p.out or sys.stdout, flush=True)
+
+    def notify_data(self, data, status, *args, **kwargs) -> None:
+        name = data._getstatusname(status)
+        self.statuses.append(name)
+        self._print(f"-- data {data._name}: {name} {args[0] if args and args[0] else ''}".rstrip())
+        self.live = status == data.LIVE
+
+    def notify_trade(self, trade) -> None:
+        if trade.isclosed:
+            self.trades.append(trade.pnlcomm)
+            self._print(f"   trade closed: pnl {trade.pnlcomm:+.2f}")
+
+    def notify_order(self, order) -> None:
+        if order.status == order.Completed:
+            side = "BUY " if order.isbuy() else "SELL"
+            self._print(
+                f"   {side} {order.executed.size:g} @ {order.executed.price:.2f} "
+                f"(bar {bt.num2date(order.executed.dt):%H:%M:%S})"
+            )
+
+    def next(self) -> None:
+        if not self.live:
+            self.history_bars += 1
+        else:
+            self.live_seen += 1
+            d = self.data
+            self._print(
+                f"{d.datetime.datetime(0):%Y-%m-%d %H:%M:%S} UTC  O {d.open[0]:.2f}  "
+                f"H {d.high[0]:.2f}  L {d.low[0]:.2f}  C {d.close[0]:.2f}  V {d.volume[0]:.4f}"
+                f"  sma{self.p.fast} {self.fast[0]:.2f} sma{self.p.slow} {self.slow[0]:.2f}"
+            )
+        if self.cross[0] > 0 and not self.position:
+            self.buy()
+        elif self.cross[0] < 0 and self.position:
+            self.close()
+        if self.live and self.live_seen >= self.p.live_bars:
+            self.env.runstop()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--exchange",
+        default="local",
+        help="ccxt exchange id, or 'local' (default) for the bundled offline exchange",
+    )
+    parser.add_argument("--symbol", default="BTC/USDT", help="unified symbol (default BTC/USDT)")
+    parser.add_argument(
+        "--timeframe",
+        default=None,
+        help="ccxt timeframe; default 1s on the local exchange (a quick run), 1m elsewhere",
+    )
+    parser.add_argument(
+        "--mode",
+        choices=("websocket", "polling", "threaded"),
+        default="websocket",
+        help="live mode: ccxt.pro WebSocket (default), REST polling, or threaded REST polling",
+    )
+    parser.add_argument(
+        "--bars", type=int, default=10, help="stop after this many live bars (default 10)"
+    )
+    parser.add_argument(
+        "--backfill", type=int, default=30, help="bars of history before going live (default 30)"
+    )
+    parser.add_argument("--cash", type=float, default=100_000.0, help="paper cash (default 100000)")
+    parser.add_argument("--size", type=float, default=0.5, help="units per trade (default 0.5)")
+
+
+def run_demo(args: argparse.Namespace, out=None) -> DemoStrategy:
+    """Run the demo; returns the strategy (for its counters). Ctrl-C stops it cleanly."""
+    out = out or sys.stdout
+    local = args.exchange == "local"
+    timeframe = args.timeframe or ("1s" if local else "1m")
+    stack = contextlib.ExitStack()
+    with stack:
+        if local:
+            from .localexchange import LocalExchange
+
+            ex = stack.enter_context(LocalExchange(symbols=(args.symbol,), timeframes=(timeframe,)))
+            store = CCXTStore("binance", config=ex.ccxt_config())
+            print(f"local exchange (real Binance candles replayed) at {ex.rest_url}", file=out)
+        else:
+            store = CCXTStore(args.exchange)
+        cerebro = bt.Cerebro(stdstats=False, exactbars=1)
+        data = store.getdata(
+            dataname=args.symbol,
+            name=args.symbol,
+            timeframe=timeframe,
+            backfill_bars=args.backfill,
+            use_websocket=args.mode == "websocket",
+            use_threaded_data=args.mode == "threaded",
+        )
+        cerebro.adddata(data)
+        cerebro.broker.setcash(args.cash)
+        cerebro.addsizer(bt.sizers.FixedSize, stake=args.size)
+        cerebro.addstrategy(DemoStrategy, live_bars=args.bars, out=out)
+        print(
+            f"{store.exchange_id} {args.symbol} {timeframe} via {args.mode}: backfilling "
+            f"{args.backfill} bars, then {args.bars} live bars (Ctrl-C stops)",
+            file=out,
+        )
+        started = datetime.now()
+        with _sigint_stops(cerebro):
+            strat = cerebro.run()[0]
+        value = cerebro.broker.getvalue()
+        print("", file=out)
+        print("summary", file=out)
+        print(f"  history bars   {strat.history_bars}", file=out)
+        print(f"  live bars      {strat.live_seen}", file=out)
+        print(f"  notifications  {' -> '.join(strat.statuses)}", file=out)
+        print(f"  trades closed  {len(strat.trades)}  pnl {sum(strat.trades):+.2f}", file=out)
+        print(f"  portfolio      {value:.2f} (start {args.cash:.2f})", file=out)
+        print(f"  wall time      {(datetime.now() - started).total_seconds():.1f}s", file=out)
+        return strat
+
+
+@contextlib.contextmanager
+def _sigint_stops(cerebro: bt.Cerebro):
+    """Ctrl-C asks cerebro to stop (cleanly, through every feed's stop()) instead of
+    unwinding out of cerebro.run() with the threads and sockets still open."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        cerebro.runstop()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

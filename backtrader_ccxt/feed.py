@@ -1,0 +1,356 @@
+"""CCXTFeed: backtrader's side of the boundary. It never touches ccxt objects.
+
+The feed validates its params at ``start()``, picks a source for its mode and turns what the
+source hands over (closed :class:`~.bars.Bar` items and :class:`~.bars.Status` events) into
+backtrader lines and notifications.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+
+import backtrader as bt
+
+from .bars import Bar, BarGate, Status
+from .errors import CapabilityError, ConfigurationError
+from .live.polling import PollingSource
+from .rest import RestTarget
+from .retry import Backoff
+from .spec import FeedSpec
+from .timeframes import parse as parse_tf
+from .timeframes import to_backtrader
+
+log = logging.getLogger(__name__)
+
+__all__ = ["CCXTFeed"]
+
+_DEFAULT_PAGE = 500
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _to_ms(dt: datetime) -> int:
+    """A datetime as epoch ms; naive datetimes are UTC (backtrader's live convention)."""
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return int((dt - _EPOCH) / timedelta(milliseconds=1))
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+class CCXTFeed(bt.feed.DataBase):
+    """Historical then live OHLCV bars for one symbol from a ccxt exchange.
+
+    Bars are closed candles only, each exactly once, in strictly increasing time, with the
+    exchange's final values, stamped at the candle's **close** as naive UTC. Notifications:
+    DELAYED while backfilling, LIVE once live, CONNBROKEN while the exchange is unreachable,
+    DISCONNECTED at the end.
+
+    Params:
+      - ``store`` (CCXTStore): the session to use (``store.getdata(...)`` sets it).
+      - ``dataname`` (str): unified ccxt symbol, e.g. ``'BTC/USDT'`` or ``'BTC/USDT:USDT'``
+        (the exchange's own id, e.g. ``'BTCUSDT'``, is accepted too).
+      - ``name`` (str): the name backtrader shows for the feed.
+      - ``timeframe`` / ``compression``: the exchange bar size, as backtrader constants
+        (``bt.TimeFrame.Minutes``, 15) or a ccxt string in ``timeframe`` (``'15m'``).
+        Read from these params, never from ``resampledata``'s target.
+      - ``fromdate`` / ``todate`` (naive UTC datetimes): the first and last bar by close time.
+      - ``historical`` (bool, default False): backfill ``fromdate..todate`` (or until now)
+        then end with DISCONNECTED, no live part.
+      - ``backfill_start`` (bool, default True): backfill history before going live; False
+        starts with the first candle that closes after ``start()``.
+      - ``backfill_bars`` (int, default 100): without ``fromdate``, how many closed bars of
+        history to backfill.
+      - ``ohlcv_limit`` (int, default None): rows per REST page, capped by the exchange's own
+        maximum (used when None).
+      - ``drop_newest`` (bool, default False): distrust the newest closed row of a REST page
+        that reaches the present (for venues whose REST finalises candles late); it is
+        fetched again on the next poll.
+      - ``use_websocket`` (bool, default False): live bars from ccxt.pro ``watch_ohlcv`` on the
+        store's loop thread. An exchange without ``watchOHLCV`` raises
+        :class:`~.errors.CapabilityError` at ``start()`` (no silent fallback).
+      - ``use_threaded_data`` (bool, default False): the REST poller on the store's loop
+        thread, so ``_load`` never blocks on network I/O.
+      - ``ws_reconnect_delay`` / ``ws_max_reconnect_delay`` (seconds, default 1 / 30): capped
+        exponential backoff with jitter between reconnects (and between REST retries once a
+        live poll's own retries are spent); reset after a healthy message.
+      - ``ws_stall_timeout`` (seconds, default None = 3 bars, within 10..90 s): a stream silent
+        this long is treated as dead, reconnected and REST-filled.
+      - ``poll_grace`` (seconds, default None = a quarter bar, at most 1 s): how long after a
+        candle's close (exchange clock) to poll for it, or to confirm it over REST when the
+        stream has not closed it.
+      - ``qcheck`` (seconds, default 0.5): the longest ``_load`` waits before returning None so
+        cerebro can run its timers and resampler checks.
+      - ``debug`` (bool, default False): log every bar and status at INFO.
+    """
+
+    params = (
+        ("store", None),
+        ("historical", False),
+        ("backfill_start", True),
+        ("backfill_bars", 100),
+        ("ohlcv_limit", None),
+        ("drop_newest", False),
+        ("use_websocket", False),
+        ("use_threaded_data", False),
+        ("ws_reconnect_delay", 1.0),
+        ("ws_max_reconnect_delay", 30.0),
+        ("ws_stall_timeout", None),
+        ("poll_grace", None),
+        ("qcheck", 0.5),
+        ("debug", False),
+    )
+
+    def __init__(self, **kwargs) -> None:
+        # A ccxt string ('15m') is turned into backtrader's (timeframe, compression) here,
+        # before backtrader copies them to _timeframe/_compression; a bad one raises at start().
+        self._tf_text = self.p.timeframe if isinstance(self.p.timeframe, str) else None
+        if self._tf_text is not None:
+            try:
+                self.p.timeframe, self.p.compression = to_backtrader(parse_tf(self._tf_text))
+            except ConfigurationError:
+                pass
+        self._store = self.p.store
+        self._source = None
+        self._gate = BarGate()
+        self._ended = False
+        self.spec: FeedSpec | None = None
+        self.mode = "polling"
+
+    # -- backtrader hooks ------------------------------------------------------------------
+
+    def islive(self) -> bool:
+        return not self.p.historical
+
+    def haslivedata(self) -> bool:
+        return bool(self._source is not None and self._source.pending())
+
+    def _timeoffset(self) -> timedelta:
+        # The resampler closes a bar by wall clock when _load returns None. Look at the clock
+        # a grace plus a margin behind the exchange, so it never closes a bar before its last
+        # candle could have arrived.
+        if self._store is None or self.spec is None:
+            return timedelta()
+        offset = self._store.clock.offset_ms - self.spec.grace_ms - 1000
+        return timedelta(milliseconds=offset)
+
+    def start(self) -> None:
+        super().start()
+        self._ended = False
+        self._gate = BarGate()
+        self._check_params()
+        store = self._store
+        store.start(data=self)
+        try:
+            self.spec = self._make_spec()
+            self._source = self._make_source()
+        except BaseException:
+            store.stop(data=self)
+            raise
+        self.put_notification(self.DELAYED)
+        self._source.start()
+
+    def stop(self) -> None:
+        source, self._source = self._source, None
+        if source is not None:
+            source.stop()
+        if self._store is not None:
+            self._store.stop(data=self)
+        if not self._ended:
+            self._ended = True
+            self.put_notification(self.DISCONNECTED)
+        super().stop()
+
+    def _load(self):
+        if self._ended or self._source is None:
+            return False
+        timeout = None if self.p.historical else self._qcheck
+        while True:
+            item = self._source.get(timeout)
+            if item is None:
+                if self._source.done:
+                    self._end()
+                    return False
+                return None
+            if isinstance(item, Status):
+                self._on_status(item)
+                if self._ended:
+                    return False
+                continue
+            if not self._gate.admit(item):
+                continue
+            self._fill(item)
+            return True
+
+    # -- internals -------------------------------------------------------------------------
+
+    def _fill(self, bar: Bar) -> None:
+        lines = self.lines
+        lines.datetime[0] = bt.date2num(bar.dt)
+        lines.open[0] = bar.open
+        lines.high[0] = bar.high
+        lines.low[0] = bar.low
+        lines.close[0] = bar.close
+        lines.volume[0] = bar.volume
+        lines.openinterest[0] = 0.0
+        if self.p.debug:
+            log.info(
+                "%s bar %s O=%s H=%s L=%s C=%s V=%s",
+                self._label(),
+                bar.dt,
+                bar.open,
+                bar.high,
+                bar.low,
+                bar.close,
+                bar.volume,
+            )
+
+    def _on_status(self, status: Status) -> None:
+        level = logging.WARNING if status.code == "CONNBROKEN" else logging.INFO
+        if status.fatal:
+            level = logging.ERROR
+        if self.p.debug or level >= logging.WARNING:
+            log.log(level, "%s %s %s", self._label(), status.code, status.message)
+        if status.code == "DISCONNECTED" or status.fatal:
+            self._end(status)
+            return
+        self.put_notification(getattr(self, status.code), status.message)
+
+    def _end(self, status: Status | None = None) -> None:
+        self._ended = True
+        msg = status.message if status else ""
+        self.put_notification(self.DISCONNECTED, msg)
+
+    def _label(self) -> str:
+        ex = self._store.exchange_id if self._store is not None else "?"
+        return f"[{ex} {self.p.dataname} {self.spec.tf if self.spec else ''}]"
+
+    def _check_params(self) -> None:
+        p = self.p
+        from .store import CCXTStore
+
+        if not isinstance(self._store, CCXTStore):
+            raise ConfigurationError(
+                f"store must be a CCXTStore, got {type(self._store).__name__}; "
+                "use store.getdata(...) or CCXTFeed(store=store, ...)"
+            )
+        if not isinstance(p.dataname, str) or not p.dataname:
+            raise ConfigurationError(
+                f"dataname must be a unified symbol string such as 'BTC/USDT', got {p.dataname!r}"
+            )
+        modes = [n for n in ("use_websocket", "use_threaded_data") if getattr(p, n)]
+        if len(modes) > 1:
+            raise ConfigurationError(
+                "use_websocket=True and use_threaded_data=True conflict: choose one live mode "
+                "(valid choices: REST polling (default), use_threaded_data=True, use_websocket=True)"
+            )
+        if p.historical and modes:
+            raise ConfigurationError(
+                f"historical=True conflicts with {modes[0]}=True: a historical feed has no live "
+                "part (valid choices: historical=True alone, or a live mode)"
+            )
+        if p.ohlcv_limit is not None and (not _is_int(p.ohlcv_limit) or p.ohlcv_limit < 1):
+            raise ConfigurationError(
+                f"ohlcv_limit must be a positive integer or None, got {p.ohlcv_limit!r}"
+            )
+        if not _is_int(p.backfill_bars) or p.backfill_bars < 0:
+            raise ConfigurationError(
+                f"backfill_bars must be an integer >= 0, got {p.backfill_bars!r}"
+            )
+        for name in ("ws_reconnect_delay", "ws_max_reconnect_delay", "qcheck"):
+            val = getattr(p, name)
+            if not _is_num(val) or val < 0:
+                raise ConfigurationError(f"{name} must be a number >= 0, got {val!r}")
+        if p.ws_reconnect_delay > p.ws_max_reconnect_delay:
+            raise ConfigurationError(
+                f"ws_reconnect_delay ({p.ws_reconnect_delay}) exceeds ws_max_reconnect_delay "
+                f"({p.ws_max_reconnect_delay})"
+            )
+        for name in ("poll_grace", "ws_stall_timeout"):
+            val = getattr(p, name)
+            if val is not None and (not _is_num(val) or val < 0):
+                raise ConfigurationError(f"{name} must be a number >= 0 or None, got {val!r}")
+        for name in ("fromdate", "todate"):
+            val = getattr(p, name)
+            if val is not None and not isinstance(val, datetime):
+                raise ConfigurationError(f"{name} must be a datetime or None, got {val!r}")
+        if p.fromdate is not None and p.todate is not None and p.fromdate > p.todate:
+            raise ConfigurationError(
+                f"fromdate {p.fromdate} is after todate {p.todate}; valid choices: "
+                "fromdate <= todate"
+            )
+
+    def _make_spec(self) -> FeedSpec:
+        p = self.p
+        store = self._store
+        symbol = store.check_symbol(p.dataname)
+        tf = store.resolve_timeframe(self._tf_text or p.timeframe, p.compression)
+        now = store.clock.now_ms()
+        if p.fromdate is not None and _to_ms(p.fromdate) > now:
+            raise ConfigurationError(
+                f"fromdate {p.fromdate} is in the future (exchange time now "
+                f"{_EPOCH + timedelta(milliseconds=now)} UTC); valid choices: a past datetime "
+                "or None"
+            )
+        limit = store.max_page(symbol)
+        page = min(p.ohlcv_limit or limit or _DEFAULT_PAGE, limit or 10**9)
+        forming = now - now % tf.ms if not tf.is_calendar else now - tf.ms
+        if not p.backfill_start:
+            since = forming
+        elif p.fromdate is not None:
+            since = _to_ms(p.fromdate) - tf.ms
+        else:
+            since = forming - p.backfill_bars * tf.ms
+        until = None
+        if p.todate is not None:
+            until = _to_ms(p.todate) - tf.ms + 1
+        grace = p.poll_grace if p.poll_grace is not None else min(1.0, tf.ms / 4000)
+        stall = p.ws_stall_timeout
+        if stall is None:
+            stall = min(90.0, max(10.0, 3 * tf.ms / 1000))
+        return FeedSpec(
+            symbol=symbol,
+            tf=tf,
+            since_ms=since,
+            page_limit=page,
+            until_ms=until,
+            historical=bool(p.historical),
+            drop_newest=bool(p.drop_newest),
+            grace_ms=int(grace * 1000),
+            retries=store.retries,
+            reconnect_delay=float(p.ws_reconnect_delay),
+            max_reconnect_delay=float(p.ws_max_reconnect_delay),
+            stall_timeout=float(stall),
+        )
+
+    def _make_source(self):
+        p = self.p
+        store = self._store
+        spec = self.spec
+        if p.use_websocket:
+            if not store.has("watchOHLCV", websocket=True):
+                raise CapabilityError(
+                    f"exchange {store.exchange_id!r} has no WebSocket OHLCV (ccxt.pro "
+                    "watchOHLCV); valid choices: use_websocket=False (REST polling) or "
+                    "use_threaded_data=True"
+                )
+            self.mode = "websocket"
+            return store.manager.subscribe(spec, "stream")
+        if p.use_threaded_data:
+            self.mode = "threaded"
+            return store.manager.subscribe(spec, "poll")
+        self.mode = "polling"
+        target = RestTarget(
+            symbol=spec.symbol,
+            tf=spec.tf,
+            retries=spec.retries,
+            backoff=Backoff(store.retry_delay, store.retry_max_delay),
+            redact=store.redact,
+        )
+        return PollingSource(store.exchange, spec, store.clock, target)

@@ -1,0 +1,190 @@
+"""REST polling: backfill, then one poll when each bar is due.
+
+:class:`PollingMachine` holds the rules and no I/O: it says what to fetch or how long to
+wait, and turns answers and failures into bars and status events. :class:`PollingSource`
+drives it from backtrader's thread with a blocking ccxt instance (the default mode); the
+threaded poller drives the same machine on the store's loop (:mod:`.manager`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+
+from ..bars import Bar, BarGate, Status
+from ..errors import ExchangeRequestError, FatalExchangeError
+from ..paging import Page, Paginator, PollSchedule
+from ..rest import RestTarget, Stopped, fetch_page
+from ..retry import Backoff
+from ..spec import FeedSpec
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PollingMachine", "PollingSource"]
+
+
+class PollingMachine:
+    """Backfill then poll, as a state machine.
+
+    ``next_action(now)`` returns a :class:`~backtrader_ccxt.paging.Page` to fetch, an ``int``
+    (exchange ms to wait until) or ``None`` (finished). Results go to :meth:`on_rows`, failures
+    (retries already exhausted) to :meth:`on_failure`. Bars and statuses to deliver collect in
+    ``outbox`` in delivery order.
+    """
+
+    def __init__(self, spec: FeedSpec) -> None:
+        self.spec = spec
+        self.outbox: deque[Bar | Status] = deque([Status("DELAYED", "backfilling over REST")])
+        self.phase = "backfill"
+        self.pager: Paginator | None = self._pager(spec.since_ms)
+        self.schedule: PollSchedule | None = None
+        self.gate = BarGate()
+        self.broken = False
+        self.polls = 0
+        self._polled_bars = 0
+        self._resume_at: int | None = None
+        self._failures = Backoff(spec.reconnect_delay, spec.max_reconnect_delay)
+
+    def _pager(self, since_ms: int) -> Paginator:
+        s = self.spec
+        return Paginator(s.tf, since_ms, s.page_limit, s.until_ms, s.drop_newest)
+
+    @property
+    def done(self) -> bool:
+        return self.phase == "done"
+
+    def next_action(self, now_ms: int) -> Page | int | None:
+        if self.phase == "done":
+            return None
+        if self._resume_at is not None and now_ms < self._resume_at:
+            return self._resume_at
+        self._resume_at = None
+        if self.pager is not None:
+            page = self.pager.next_page(now_ms)
+            if page is not None:
+                return page
+            self._walk_finished(now_ms)
+            return self.next_action(now_ms)
+        assert self.schedule is not None
+        if self.spec.until_ms is not None and self.schedule.next_open_ms >= self.spec.until_ms:
+            self._finish("todate reached")
+            return None
+        due = self.schedule.due_ms()
+        if now_ms < due:
+            return due
+        self.polls += 1
+        self._polled_bars = 0
+        self.pager = self._pager(self.schedule.next_open_ms)
+        return self.next_action(now_ms)
+
+    def _walk_finished(self, now_ms: int) -> None:
+        assert self.pager is not None
+        cursor = self.pager.cursor
+        self.pager = None
+        if self.phase == "backfill":
+            if self.spec.historical:
+                self._finish("historical backfill complete")
+                return
+            self.phase = "live"
+            self.schedule = PollSchedule(self.spec.tf, cursor, self.spec.grace_ms)
+            self.outbox.append(Status("LIVE"))
+            return
+        assert self.schedule is not None
+        if self._polled_bars:
+            self.schedule.delivered(self.gate.last_open_ms)
+        else:
+            self.schedule.missed(now_ms)
+        if self.broken:
+            self.broken = False
+            self.outbox.append(Status("LIVE", "caught up after a REST failure"))
+
+    def _finish(self, why: str) -> None:
+        self.phase = "done"
+        self.pager = None
+        self.outbox.append(Status("DISCONNECTED", why))
+
+    def on_rows(self, rows: list, now_ms: int) -> None:
+        assert self.pager is not None
+        self._failures.reset()
+        for bar in self.pager.accept(rows, now_ms):
+            if self.gate.admit(bar):
+                self._polled_bars += 1
+                self.outbox.append(bar)
+
+    def on_failure(self, exc: ExchangeRequestError, now_ms: int) -> None:
+        """A fetch failed for good (its retries are spent)."""
+        if isinstance(exc, FatalExchangeError) or (
+            self.phase == "backfill" and self.spec.historical
+        ):
+            self.outbox.append(Status("DISCONNECTED", str(exc), fatal=True))
+            self.phase = "done"
+            self.pager = None
+            return
+        delay = self._failures.next_delay()
+        self._resume_at = now_ms + int(delay * 1000)
+        if not self.broken:
+            self.broken = True
+            self.outbox.append(Status("CONNBROKEN", str(exc)))
+        log.warning("%s: REST unavailable, next try in %.1fs: %s", self.spec.label, delay, exc)
+
+
+class PollingSource:
+    """The default live mode: :class:`PollingMachine` driven from backtrader's own thread.
+
+    ``get(timeout)`` returns the next bar or status, fetching when one is due; otherwise it
+    waits at most ``timeout`` seconds (on the stop event, so ``stop()`` ends a wait at once)
+    and returns ``None``.
+    """
+
+    def __init__(self, exchange, spec: FeedSpec, clock, target: RestTarget) -> None:
+        self._exchange = exchange
+        self._clock = clock
+        self._target = target
+        self.machine = PollingMachine(spec)
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        pass
+
+    def pending(self) -> int:
+        return len(self.machine.outbox)
+
+    @property
+    def done(self) -> bool:
+        return self.machine.done and not self.machine.outbox
+
+    def get(self, timeout: float | None) -> Bar | Status | None:
+        m = self.machine
+        while True:
+            if m.outbox:
+                return m.outbox.popleft()
+            if self._stop.is_set():
+                return None
+            now = self._clock.now_ms()
+            action = m.next_action(now)
+            if action is None:
+                return None if not m.outbox else m.outbox.popleft()
+            if isinstance(action, Page):
+                try:
+                    rows = fetch_page(
+                        self._exchange, self._target, action.since_ms, action.limit, self._wait
+                    )
+                except Stopped:
+                    return None
+                except ExchangeRequestError as exc:
+                    m.on_failure(exc, self._clock.now_ms())
+                    continue
+                m.on_rows(rows, self._clock.now_ms())
+                continue
+            wait_s = self._clock.seconds_until(action)
+            if timeout is not None and wait_s > timeout:
+                self._stop.wait(timeout)
+                return None
+            self._stop.wait(wait_s)
+
+    def _wait(self, delay: float) -> bool:
+        return not self._stop.wait(delay)
+
+    def stop(self) -> None:
+        self._stop.set()

@@ -1,0 +1,152 @@
+"""REST drivers: run the :mod:`.paging` rules against a ccxt instance, with retries.
+
+Two drivers over the same rules: blocking (the default polling mode, in backtrader's thread,
+with a sync ccxt instance) and asyncio (the store's loop thread, with a ccxt.pro instance).
+Retryable failures back off (honouring ``Retry-After``) and are retried up to ``retries``
+times; what is left is raised as our own :class:`~.errors.ExchangeRequestError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import ccxt
+
+from .bars import Bar
+from .errors import is_retryable, translate
+from .paging import Paginator
+from .retry import Backoff, retry_after_seconds
+from .timeframes import Timeframe
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Stopped", "RestTarget", "fetch_page", "fetch_page_async", "walk", "walk_async"]
+
+
+class Stopped(Exception):
+    """The owner asked us to stop while waiting to retry."""
+
+
+@dataclass
+class RestTarget:
+    """What to fetch and how to behave: shared by both drivers."""
+
+    symbol: str
+    tf: Timeframe
+    retries: int = 5
+    backoff: Backoff = field(default_factory=lambda: Backoff(0.5, 30.0))
+    redact: Callable[[str], str] = str
+    params: dict = field(default_factory=dict)
+    on_retry: Callable[[BaseException, float], None] | None = None
+
+    def context(self, since_ms: int) -> str:
+        return f"fetch_ohlcv({self.symbol!r}, {self.tf.ccxt!r}, since={since_ms})"
+
+
+def _retry_delay(
+    exchange, target: RestTarget, exc: BaseException, attempt: int, since_ms: int
+) -> float:
+    """The delay before attempt ``attempt + 1``, or raise when the error is final."""
+    ctx = target.context(since_ms)
+    if not is_retryable(exc) or attempt >= target.retries:
+        raise translate(exc, ctx, target.redact) from exc
+    floor = retry_after_seconds(getattr(exchange, "last_response_headers", None))
+    delay = target.backoff.next_delay(floor=floor)
+    log.warning(
+        "%s %s %s failed (%s), retry %d/%d in %.2fs",
+        exchange.id,
+        target.symbol,
+        target.tf,
+        target.redact(f"{type(exc).__name__}: {exc}")[:300],
+        attempt + 1,
+        target.retries,
+        delay,
+    )
+    if target.on_retry is not None:
+        target.on_retry(exc, delay)
+    return delay
+
+
+def fetch_page(
+    exchange, target: RestTarget, since_ms: int, limit: int, wait: Callable[[float], bool]
+) -> list:
+    """One ``fetch_ohlcv`` with retries (blocking). ``wait(delay)`` returns False to stop."""
+    attempt = 0
+    while True:
+        try:
+            rows = _copy(
+                exchange.fetch_ohlcv(
+                    target.symbol, target.tf.ccxt, since_ms, limit, dict(target.params)
+                )
+            )
+            target.backoff.reset()
+            return rows
+        except Exception as exc:  # noqa: BLE001 - classified by is_retryable
+            delay = _retry_delay(exchange, target, exc, attempt, since_ms)
+            attempt += 1
+            if not wait(delay):
+                raise Stopped() from exc
+
+
+async def fetch_page_async(exchange, target: RestTarget, since_ms: int, limit: int) -> list:
+    """One ``fetch_ohlcv`` with retries on an asyncio ccxt instance."""
+    attempt = 0
+    while True:
+        try:
+            rows = _copy(
+                await exchange.fetch_ohlcv(
+                    target.symbol, target.tf.ccxt, since_ms, limit, dict(target.params)
+                )
+            )
+            target.backoff.reset()
+            return rows
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified by is_retryable
+            delay = _retry_delay(exchange, target, exc, attempt, since_ms)
+            attempt += 1
+            await asyncio.sleep(delay)
+
+
+def walk(
+    exchange,
+    target: RestTarget,
+    pager: Paginator,
+    now_ms: Callable[[], int],
+    wait: Callable[[float], bool],
+) -> Iterator[list[Bar]]:
+    """Yield the closed bars of each page until the paginator is done (blocking)."""
+    while (page := pager.next_page(now_ms())) is not None:
+        rows = fetch_page(exchange, target, page.since_ms, page.limit, wait)
+        yield pager.accept(rows, now_ms())
+
+
+async def walk_async(exchange, target: RestTarget, pager: Paginator, now_ms) -> list[Bar]:
+    """All the closed bars the paginator walks to, fetched on an asyncio ccxt instance."""
+    out: list[Bar] = []
+    while (page := pager.next_page(now_ms())) is not None:
+        rows = await fetch_page_async(exchange, target, page.since_ms, page.limit)
+        out.extend(pager.accept(rows, now_ms()))
+    return out
+
+
+def _copy(rows) -> list:
+    """Detach rows from ccxt's structures and check their shape; a bad page is retryable."""
+    if not isinstance(rows, list):
+        raise ccxt.BadResponse(f"expected a list of OHLCV rows, got {type(rows).__name__}")
+    out = []
+    for row in rows:
+        try:
+            if len(row) < 5:
+                raise ValueError("short row")
+            vals = [float(v) if v is not None else 0.0 for v in row[1:6]]
+            if not all(math.isfinite(v) for v in vals):
+                raise ValueError("non-finite value")
+            out.append([int(row[0]), *vals])
+        except (TypeError, ValueError) as exc:
+            raise ccxt.BadResponse(f"malformed OHLCV row {row!r}") from exc
+    return out
