@@ -56,7 +56,10 @@ class Status:
 
 
 def _num(value) -> float:
-    out = float(value)
+    try:
+        out = float(value)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"not a number: {value!r}") from exc
     if not math.isfinite(out):
         raise ValueError(f"non-finite value {value!r}")
     return out
@@ -69,7 +72,10 @@ def bar_from_row(row: Sequence, tf: Timeframe) -> Bar:
     """
     if row is None or len(row) < 5:
         raise ValueError(f"malformed OHLCV row {row!r}")
-    open_ms = int(row[0])
+    try:
+        open_ms = int(row[0])
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"malformed OHLCV row {row!r}") from exc
     vol = row[5] if len(row) > 5 and row[5] is not None else 0.0
     return Bar(
         open_ms=open_ms,

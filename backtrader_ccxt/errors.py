@@ -85,10 +85,8 @@ def choices(values: Iterable[object], limit: int = 30) -> str:
 
 def is_retryable(exc: BaseException) -> bool:
     """Whether a ccxt (or our) exception is worth retrying. Decided here and nowhere else."""
-    if isinstance(exc, RetryableError):
-        return True
-    if isinstance(exc, ExchangeRequestError):
-        return False
+    if isinstance(exc, BacktraderCCXTError):
+        return isinstance(exc, RetryableError)
     if isinstance(exc, ccxt.ExchangeClosedByUser):
         return False
     # NetworkError covers RequestTimeout, ExchangeNotAvailable, DDoSProtection and

@@ -280,6 +280,12 @@ class CCXTFeed(bt.feed.DataBase):
             val = getattr(p, name)
             if val is not None and not isinstance(val, datetime):
                 raise ConfigurationError(f"{name} must be a datetime or None, got {val!r}")
+        if p.use_websocket and not self._store.has("watchOHLCV", websocket=True):
+            raise CapabilityError(
+                f"exchange {self._store.exchange_id!r} has no WebSocket OHLCV (ccxt.pro "
+                "watchOHLCV); valid choices: use_websocket=False (REST polling, the default) "
+                "or use_threaded_data=True"
+            )
         if p.fromdate is not None and p.todate is not None and p.fromdate > p.todate:
             raise ConfigurationError(
                 f"fromdate {p.fromdate} is after todate {p.todate}; valid choices: "
@@ -334,12 +340,6 @@ class CCXTFeed(bt.feed.DataBase):
         store = self._store
         spec = self.spec
         if p.use_websocket:
-            if not store.has("watchOHLCV", websocket=True):
-                raise CapabilityError(
-                    f"exchange {store.exchange_id!r} has no WebSocket OHLCV (ccxt.pro "
-                    "watchOHLCV); valid choices: use_websocket=False (REST polling) or "
-                    "use_threaded_data=True"
-                )
             self.mode = "websocket"
             return store.manager.subscribe(spec, "stream")
         if p.use_threaded_data:

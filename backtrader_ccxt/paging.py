@@ -74,8 +74,10 @@ class Paginator:
         opens = [int(r[0]) for r in rows if r]
         fresh = [r for r in rows if r and int(r[0]) >= lo and (hi is None or int(r[0]) < hi)]
         beyond_until = hi is not None and any(t >= hi for t in opens)
+        if beyond_until:
+            self.cursor = max(self.cursor, hi)
         if not fresh:
-            window_end = lo + self.page_limit * self.tf.ms
+            window_end = self._window_end(lo)
             if beyond_until or window_end >= now_ms:
                 self.done = True
             else:
@@ -83,21 +85,25 @@ class Paginator:
             return []
         bars = closed_bars(fresh, self.tf, now_ms)
         newest = max(int(r[0]) for r in fresh)
-        if (
-            self.drop_newest
-            and bars
-            and bars[-1].open_ms == newest
-            and self.tf.close_of(bars[-1].close_ms) > now_ms
-        ):
+        if self.drop_newest and bars and self.tf.close_of(bars[-1].close_ms) > now_ms:
             bars.pop()
         if beyond_until or len(bars) < len({int(r[0]) for r in fresh}):
             # past todate, or a row was held back (forming or untrusted): the walk ends here
             self.done = True
         if bars:
-            self.cursor = bars[-1].close_ms
+            self.cursor = max(self.cursor, bars[-1].close_ms)
         elif not self.done:
             self.cursor = self.tf.close_of(newest)
         return bars
+
+    def _window_end(self, start_ms: int) -> int:
+        """Where a full page starting at ``start_ms`` ends (calendar-exact for months)."""
+        if not self.tf.is_calendar:
+            return start_ms + self.page_limit * self.tf.ms
+        end = start_ms
+        for _ in range(self.page_limit):
+            end = self.tf.close_of(end)
+        return end
 
 
 class PollSchedule:

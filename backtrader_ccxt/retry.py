@@ -37,7 +37,8 @@ class Backoff:
         self.attempts = 0
 
     def next_delay(self, floor: float = 0.0) -> float:
-        raw = min(self.maximum, self.initial * self.factor**self.attempts)
+        exponent = min(self.attempts, 60)  # far past any cap; avoids float overflow
+        raw = min(self.maximum, self.initial * self.factor**exponent)
         self.attempts += 1
         delay = raw * (0.5 + 0.5 * self._rng.random()) if self.jitter else raw
         return max(delay, floor)

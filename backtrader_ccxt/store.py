@@ -12,6 +12,7 @@ import copy
 import difflib
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable, Mapping
 
 import ccxt
@@ -98,6 +99,8 @@ class CCXTStore:
         self._markets_loaded = False
         self._manager = None
         self._users = 0
+        #: what the live machinery did: reconnects, stalls, REST fills/confirmations, ...
+        self.stats: Counter = Counter()
         if self.debug:
             logging.getLogger("backtrader_ccxt").setLevel(logging.DEBUG)
 

@@ -95,16 +95,17 @@ def _candidates(timeframe: int, compression: int) -> list[str]:
     """ccxt spellings for a backtrader bar size, preferred first."""
     n = compression
     if timeframe == bt.TimeFrame.Seconds:
-        out = [f"{n}s"]
         if n % 60 == 0:
-            out.insert(0, f"{n // 60}m")
-        return out
+            return _candidates(bt.TimeFrame.Minutes, n // 60) + [f"{n}s"]
+        return [f"{n}s"]
     if timeframe == bt.TimeFrame.Minutes:
         out = [f"{n}m"]
         if n % 60 == 0:
             out.insert(0, f"{n // 60}h")
         if n % 1440 == 0:
             out.insert(0, f"{n // 1440}d")
+        if n % 10080 == 0:
+            out.insert(0, f"{n // 10080}w")
         return out
     if timeframe == bt.TimeFrame.Days:
         return [f"{n // 7}w", f"{n}d"] if n % 7 == 0 else [f"{n}d"]

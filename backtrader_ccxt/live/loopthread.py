@@ -38,6 +38,7 @@ class LoopThread:
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_log_loop_error)
         asyncio.set_event_loop(loop)
         self.loop = loop
         self._ready.set()
@@ -89,3 +90,14 @@ class LoopThread:
             log.warning("%s: thread did not end within %.1fs", self.name, timeout)
         self._thread = None
         return ended
+
+
+def _log_loop_error(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """Errors raised in callbacks no task awaits (ccxt's socket callbacks on a garbled
+    frame): the watcher sees their effect as a NetworkError; log them once, briefly."""
+    exc = context.get("exception")
+    log.warning(
+        "loop callback error: %s%s",
+        context.get("message", ""),
+        f" ({type(exc).__name__}: {exc})" if exc else "",
+    )

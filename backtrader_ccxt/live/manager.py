@@ -16,7 +16,6 @@ import asyncio
 import logging
 import queue
 import threading
-from collections import Counter
 from dataclasses import dataclass
 
 import ccxt
@@ -143,7 +142,7 @@ class StreamManager:
         self._exchange = None
         self._routes: dict[tuple[str, str], list[_Subscription]] = {}
         self._tasks: set[asyncio.Task] = set()
-        self.stats: Counter = Counter()
+        self.stats = store.stats
 
     # -- backtrader thread -----------------------------------------------------------------
 

@@ -86,11 +86,22 @@ class PollingMachine:
             if self.spec.historical:
                 self._finish("historical backfill complete")
                 return
+            if self.spec.until_ms is not None and cursor >= self.spec.until_ms:
+                self._finish("todate reached")
+                return
             self.phase = "live"
+            self.broken = False
             self.schedule = PollSchedule(self.spec.tf, cursor, self.spec.grace_ms)
             self.outbox.append(Status("LIVE"))
             return
         assert self.schedule is not None
+        until = self.spec.until_ms
+        if until is not None and (
+            cursor >= until or now_ms >= until + self.spec.tf.ms + self.spec.grace_ms
+        ):
+            # past todate, or every candle before it has closed (and an omitted one never came)
+            self._finish("todate reached")
+            return
         if self._polled_bars:
             self.schedule.delivered(self.gate.last_open_ms)
         else:

@@ -1,0 +1,247 @@
+"""WebSocket mode (ccxt.pro on the store's loop thread): exactly-once bars through
+reconnects, stalls, skipped finals and bad frames; quota; many feeds; parity; clean stop."""
+
+from __future__ import annotations
+
+import random
+import threading
+from datetime import timedelta
+
+import backtrader as bt
+import pytest
+from feedtools import EPOCH, assert_contiguous, expected_for, run, truth
+
+from backtrader_ccxt import CCXTStore
+from backtrader_ccxt.localexchange import LocalExchange
+
+WS = {"use_websocket": True, "ws_reconnect_delay": 0.05, "ws_max_reconnect_delay": 0.4}
+
+
+def loop_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("backtrader-ccxt-")]
+
+
+@pytest.fixture(autouse=True)
+def no_thread_outlives_its_store():
+    yield
+    assert loop_threads() == [], "a store's loop thread outlived cerebro.run()"
+
+
+@pytest.fixture(scope="module")
+def ex():
+    with LocalExchange(symbols=("BTC/USDT", "ETH/USDT"), timeframes=("1s",), history=600) as ex:
+        yield ex
+
+
+def store_for(ex, **kwargs) -> CCXTStore:
+    return CCXTStore("binance", config=ex.ccxt_config(), **kwargs)
+
+
+def add_feeds(cerebro, store, symbols, **kwargs):
+    for sym in symbols:
+        cerebro.adddata(
+            store.getdata(dataname=sym, name=sym, timeframe="1s", poll_grace=0.2, **kwargs)
+        )
+
+
+def check_exact(ex, strat, symbols):
+    for sym in symbols:
+        bars = strat.bars[sym]
+        assert_contiguous(bars, "1s")
+        assert bars == expected_for(ex, sym, "1s", bars)
+
+
+class FaultDriver(threading.Thread):
+    """Injects faults at random moments, some right at a candle's close, until stopped.
+
+    Waits on an Event with a timeout (a timer, not a synchronisation with our threads)."""
+
+    def __init__(self, ex, action, seed: int, at_close_every: int = 2) -> None:
+        super().__init__(name="fault-driver", daemon=True)
+        self.ex, self.action = ex, action
+        self.rng = random.Random(seed)
+        self.at_close_every = at_close_every
+        self.stop_event = threading.Event()
+        self.fired = 0
+
+    def run(self) -> None:
+        while True:
+            if self.fired % self.at_close_every == 0:
+                now = self.ex.now_ms()
+                # a few ms either side of the next candle boundary
+                delay = (1000 - now % 1000 + self.rng.uniform(-15, 15)) / 1000 + 0.6
+            else:
+                delay = self.rng.uniform(0.3, 1.6)
+            if self.stop_event.wait(max(0.05, delay)):
+                return
+            self.action(self.rng)
+            self.fired += 1
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop_event.set()
+        self.join()
+
+
+def test_healthy_stream_spends_no_rest_quota_after_backfill(ex):
+    symbols = ["BTC/USDT", "ETH/USDT"]
+    store = store_for(ex)
+    cerebro = bt.Cerebro(stdstats=False)
+    add_feeds(cerebro, store, symbols, backfill_bars=10, **WS)
+    marks = {}
+
+    def on_bar(strat, data):
+        if "live" not in marks and len(strat.seam) == len(symbols):
+            marks["live"] = ex.stats.snapshot()["rest_calls"]
+            marks["confirms"] = dict(store.stats)
+
+    before_ws = ex.stats.snapshot()
+    strat = run(cerebro, live_bars=5, on_bar=on_bar)
+    check_exact(ex, strat, symbols)
+    after = ex.stats.snapshot()
+    stats = marks["confirms"]
+    # REST after going live: nothing, beyond explicit confirmations (counted, zero when healthy)
+    assert after["rest_calls"] - marks["live"] == 0
+    assert stats.get("rest_confirms", 0) == 0
+    # both symbols on one connection, one subscribe message
+    assert after["ws_connections"] - before_ws["ws_connections"] == 1
+    assert after["ws_subscribe_messages"] - before_ws["ws_subscribe_messages"] == 1
+
+
+def test_reconnects_at_random_moments_lose_and_duplicate_nothing(ex):
+    symbols = ["BTC/USDT", "ETH/USDT"]
+    store = store_for(ex)
+    cerebro = bt.Cerebro(stdstats=False)
+    add_feeds(cerebro, store, symbols, backfill_bars=5, **WS)
+    drops_before = ex.faults.counts["drop"]
+
+    def drop(rng):
+        ex.faults.drop_connections(clean=rng.random() < 0.3)
+
+    with FaultDriver(ex, drop, seed=7):
+        strat = run(cerebro, live_bars=12)
+    assert ex.faults.counts["drop"] - drops_before >= 4
+    check_exact(ex, strat, symbols)
+    for sym in symbols:
+        sts = strat.statuses[sym]
+        assert "CONNBROKEN" in sts
+        # every break is followed by LIVE again
+        for i, s in enumerate(sts):
+            if s == "CONNBROKEN":
+                assert "LIVE" in sts[i + 1 :] or i == len(sts) - 1
+    assert store.stats["reconnects"] >= 4
+
+
+def test_skipped_finals_with_drops_deliver_final_values(ex):
+    """The final (x:true) update is lost for some candles, and sockets drop at candle close:
+    the bar still carries the exchange's final values (from REST), exactly once."""
+    symbols = ["BTC/USDT", "ETH/USDT"]
+    store = store_for(ex)
+    cerebro = bt.Cerebro(stdstats=False)
+    add_feeds(cerebro, store, symbols, backfill_bars=5, **WS)
+    skipped_before = ex.faults.counts["skip_final"]
+
+    def fault(rng):
+        ex.faults.skip_final(count=1, symbol=rng.choice([None, *symbols]))
+        if rng.random() < 0.5:
+            ex.faults.drop_connections()
+
+    with FaultDriver(ex, fault, seed=11, at_close_every=3):
+        strat = run(cerebro, live_bars=10)
+    assert ex.faults.counts["skip_final"] - skipped_before >= 3
+    check_exact(ex, strat, symbols)
+
+
+def test_bad_frames_are_survived(ex):
+    symbols = ["BTC/USDT"]
+    store = store_for(ex)
+    cerebro = bt.Cerebro(stdstats=False)
+    add_feeds(cerebro, store, symbols, backfill_bars=5, **WS)
+    before = ex.faults.counts
+
+    def fault(rng):
+        kind = rng.choice(["malformed", "duplicate", "out_of_order"])
+        if kind == "malformed":
+            ex.faults.send_malformed(kind=rng.choice(["text", "json", "kline"]))
+        elif kind == "duplicate":
+            ex.faults.send_duplicate(2)
+        else:
+            ex.faults.send_out_of_order(2)
+
+    with FaultDriver(ex, fault, seed=5, at_close_every=2):
+        strat = run(cerebro, live_bars=10)
+    after = ex.faults.counts
+    for kind in ("malformed", "duplicate", "out_of_order"):
+        assert after[kind] > before[kind], kind
+    check_exact(ex, strat, symbols)
+
+
+def test_stall_is_detected_and_missed_bars_filled(ex):
+    symbols = ["BTC/USDT"]
+    store = store_for(ex)
+    cerebro = bt.Cerebro(stdstats=False)
+    add_feeds(cerebro, store, symbols, backfill_bars=5, ws_stall_timeout=0.8, **WS)
+    stalls_before = ex.faults.counts["stall"]
+    fired = []
+
+    def on_bar(strat, data):
+        if not fired and strat.live_counts[data._name] == 2:
+            fired.append(True)
+            ex.faults.stall(2.5)
+
+    strat = run(cerebro, live_bars=8, on_bar=on_bar)
+    assert ex.faults.counts["stall"] == stalls_before + 1
+    assert store.stats["stalls"] >= 1
+    check_exact(ex, strat, symbols)
+    sts = strat.statuses["BTC/USDT"]
+    assert sts[:2] == ["DELAYED", "LIVE"] and "CONNBROKEN" in sts and sts[-1] == "LIVE"
+
+
+def test_many_feeds_share_one_connection():
+    symbols = ["BTC/USDT", "ETH/USDT"] + [f"S{i:02d}/USDT" for i in range(22)]
+    with LocalExchange(symbols=symbols, timeframes=("1s",), history=100) as ex:
+        store = store_for(ex)
+        cerebro = bt.Cerebro(stdstats=False)
+        add_feeds(cerebro, store, symbols, backfill_bars=3, **WS)
+        strat = run(cerebro, live_bars=3)
+        check_exact(ex, strat, symbols)
+        snap = ex.stats.snapshot()
+        assert snap["ws_connections"] == 1
+        assert snap["ws_subscribe_messages"] == 1
+        assert snap["ws_streams_subscribed"] == len(symbols)
+
+
+def test_three_modes_deliver_identical_bars(ex):
+    """Parity: polling, threaded polling and WebSocket, same symbol and period."""
+    now = ex.now_ms()
+    start = now - now % 1000 - 15_000
+    fromdate = EPOCH + timedelta(milliseconds=start + 1000)
+    todate = EPOCH + timedelta(milliseconds=start + 22_000)
+    cerebro = bt.Cerebro(stdstats=False)
+    modes = {
+        "polling": {},
+        "threaded": {"use_threaded_data": True},
+        "websocket": WS,
+    }
+    for mode, kwargs in modes.items():
+        store = store_for(ex)
+        cerebro.adddata(
+            store.getdata(
+                dataname="ETH/USDT",
+                name=mode,
+                timeframe="1s",
+                fromdate=fromdate,
+                todate=todate,
+                poll_grace=0.2,
+                **kwargs,
+            )
+        )
+    strat = run(cerebro, live_bars=None)
+    expected = truth(ex, "ETH/USDT", "1s", start, start + 22_000)
+    assert len(expected) == 22
+    for mode in modes:
+        assert strat.bars[mode] == expected, mode
+        assert strat.statuses[mode][:2] == ["DELAYED", "LIVE"]
