@@ -126,12 +126,19 @@ class CCXTStore:
     def _apply_sandbox(self, ex) -> None:
         if not self.sandbox:
             return
-        try:
-            ex.set_sandbox_mode(True)
-        except ccxt.NotSupported as exc:
+        error = None
+        if not (ex.urls or {}).get("test"):
+            error = "no test URLs in ccxt"
+        else:
+            try:
+                ex.set_sandbox_mode(True)
+            except (ccxt.NotSupported, TypeError, KeyError) as exc:
+                error = f"{type(exc).__name__}: {exc}"
+        if error is not None:
             raise CapabilityError(
-                f"exchange {self.exchange_id!r} has no sandbox/testnet; use sandbox=False"
-            ) from exc
+                f"exchange {self.exchange_id!r} has no sandbox/testnet ({error}); "
+                "valid choices: sandbox=False"
+            )
 
     @property
     def exchange(self):
@@ -197,8 +204,12 @@ class CCXTStore:
                 if self._users:
                     return
             manager, self._manager = self._manager, None
+            exchange = self._exchange
         if manager is not None:
             manager.stop()
+        session = getattr(exchange, "session", None)
+        if session is not None:
+            session.close()  # the blocking instance's keep-alive sockets
 
     def getdata(self, **kwargs):
         """A :class:`~backtrader_ccxt.feed.CCXTFeed` on this store (same params)."""

@@ -153,7 +153,6 @@ class StreamManager:
         with self._lock:
             if self._stopped:
                 raise RuntimeError("the store's stream manager was stopped")
-            self._thread.start()
             sub = _Subscription(spec, kind)
             self._pending.append(sub)
         return QueueSource(self, sub)
@@ -167,6 +166,7 @@ class StreamManager:
             batch, self._pending = self._pending, []
             if not batch or self._stopped:
                 return
+            self._thread.start()  # here, not at subscribe: a start() that fails leaks nothing
             fut = self._thread.submit(self._activate(batch))
         fut.result()
 
