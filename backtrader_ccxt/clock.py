@@ -11,6 +11,8 @@ import logging
 import time
 from collections.abc import Callable
 
+import ccxt
+
 log = logging.getLogger(__name__)
 
 __all__ = ["ExchangeClock"]
@@ -27,12 +29,19 @@ class ExchangeClock:
         self._now = now
         self.rate = float(rate) if now is not None else 1.0
         self.offset_ms = 0.0
+        #: how far our reading of the exchange clock may run ahead of it (half the round
+        #: trip of the measurement, plus 2 ms); 0 for an injected clock
+        self.margin_ms = 0
         self.synced = now is not None
 
     def now_ms(self) -> int:
         if self._now is not None:
             return int(self._now())
         return int(time.time() * 1000 + self.offset_ms)
+
+    def safe_now_ms(self) -> int:
+        """A time the exchange has certainly reached: for deciding that a candle closed."""
+        return self.now_ms() - self.margin_ms
 
     def seconds_until(self, exchange_ms: float) -> float:
         """Real seconds to wait until the exchange clock reads ``exchange_ms`` (>= 0)."""
@@ -49,7 +58,11 @@ class ExchangeClock:
         t0 = time.time()
         server_ms = exchange.fetch_time()
         t1 = time.time()
+        if not isinstance(server_ms, int | float):
+            # an unreadable body (ccxt returns None for it): retryable, like a bad page
+            raise ccxt.BadResponse(f"{exchange.id} fetch_time returned {server_ms!r}")
         self.offset_ms = float(server_ms) - (t0 + t1) * 500.0
+        self.margin_ms = int((t1 - t0) * 500.0) + 2
         self.synced = True
         log.debug(
             "%s clock offset %.1f ms (round trip %.1f ms)",

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import ccxt
 
@@ -24,7 +26,18 @@ from .timeframes import Timeframe
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Stopped", "RestTarget", "fetch_page", "fetch_page_async", "walk", "walk_async"]
+T = TypeVar("T")
+
+__all__ = [
+    "RestTarget",
+    "Stopped",
+    "call_with_retry",
+    "call_with_retry_async",
+    "fetch_page",
+    "fetch_page_async",
+    "walk",
+    "walk_async",
+]
 
 
 class Stopped(Exception):
@@ -41,75 +54,121 @@ class RestTarget:
     backoff: Backoff = field(default_factory=lambda: Backoff(0.5, 30.0))
     redact: Callable[[str], str] = str
     params: dict = field(default_factory=dict)
-    on_retry: Callable[[BaseException, float], None] | None = None
 
     def context(self, since_ms: int) -> str:
         return f"fetch_ohlcv({self.symbol!r}, {self.tf.ccxt!r}, since={since_ms})"
 
 
 def _retry_delay(
-    exchange, target: RestTarget, exc: BaseException, attempt: int, since_ms: int
+    exchange,
+    context: str,
+    exc: BaseException,
+    attempt: int,
+    retries: int,
+    backoff: Backoff,
+    redact: Callable[[str], str],
 ) -> float:
     """The delay before attempt ``attempt + 1``, or raise when the error is final."""
-    ctx = target.context(since_ms)
-    if not is_retryable(exc) or attempt >= target.retries:
-        raise translate(exc, ctx, target.redact) from exc
+    if not is_retryable(exc) or attempt >= retries:
+        raise translate(exc, context, redact) from exc
     floor = retry_after_seconds(getattr(exchange, "last_response_headers", None))
-    delay = target.backoff.next_delay(floor=floor)
+    delay = backoff.next_delay(floor=floor)
     log.warning(
-        "%s %s %s failed (%s), retry %d/%d in %.2fs",
+        "%s %s failed (%s), retry %d/%d in %.2fs",
         exchange.id,
-        target.symbol,
-        target.tf,
-        target.redact(f"{type(exc).__name__}: {exc}")[:300],
+        context,
+        redact(f"{type(exc).__name__}: {exc}")[:300],
         attempt + 1,
-        target.retries,
+        retries,
         delay,
     )
-    if target.on_retry is not None:
-        target.on_retry(exc, delay)
     return delay
+
+
+def call_with_retry(
+    exchange,
+    fn: Callable[[], T],
+    context: str,
+    retries: int,
+    backoff: Backoff,
+    redact: Callable[[str], str] = str,
+    wait: Callable[[float], bool] | None = None,
+) -> T:
+    """``fn()`` with retries of retryable failures (blocking); ccxt errors come out
+    translated. ``wait(delay)`` returns False to stop (default: wait the delay)."""
+    attempt = 0
+    while True:
+        try:
+            result = fn()
+            backoff.reset()
+            return result
+        except Exception as exc:  # noqa: BLE001 - classified by is_retryable
+            delay = _retry_delay(exchange, context, exc, attempt, retries, backoff, redact)
+            attempt += 1
+            waited = wait(delay) if wait is not None else not threading.Event().wait(delay)
+            if not waited:
+                raise Stopped() from exc
+
+
+async def call_with_retry_async(
+    exchange,
+    fn: Callable[[], Awaitable[T]],
+    context: str,
+    retries: int,
+    backoff: Backoff,
+    redact: Callable[[str], str] = str,
+) -> T:
+    """The asyncio twin of :func:`call_with_retry`."""
+    attempt = 0
+    while True:
+        try:
+            result = await fn()
+            backoff.reset()
+            return result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - classified by is_retryable
+            delay = _retry_delay(exchange, context, exc, attempt, retries, backoff, redact)
+            attempt += 1
+            await asyncio.sleep(delay)
 
 
 def fetch_page(
     exchange, target: RestTarget, since_ms: int, limit: int, wait: Callable[[float], bool]
 ) -> list:
     """One ``fetch_ohlcv`` with retries (blocking). ``wait(delay)`` returns False to stop."""
-    attempt = 0
-    while True:
-        try:
-            rows = _copy(
-                exchange.fetch_ohlcv(
-                    target.symbol, target.tf.ccxt, since_ms, limit, dict(target.params)
-                )
+
+    def call() -> list:
+        return _copy(
+            exchange.fetch_ohlcv(
+                target.symbol, target.tf.ccxt, since_ms, limit, dict(target.params)
             )
-            target.backoff.reset()
-            return rows
-        except Exception as exc:  # noqa: BLE001 - classified by is_retryable
-            delay = _retry_delay(exchange, target, exc, attempt, since_ms)
-            attempt += 1
-            if not wait(delay):
-                raise Stopped() from exc
+        )
+
+    return call_with_retry(
+        exchange,
+        call,
+        target.context(since_ms),
+        target.retries,
+        target.backoff,
+        target.redact,
+        wait,
+    )
 
 
 async def fetch_page_async(exchange, target: RestTarget, since_ms: int, limit: int) -> list:
     """One ``fetch_ohlcv`` with retries on an asyncio ccxt instance."""
-    attempt = 0
-    while True:
-        try:
-            rows = _copy(
-                await exchange.fetch_ohlcv(
-                    target.symbol, target.tf.ccxt, since_ms, limit, dict(target.params)
-                )
+
+    async def call() -> list:
+        return _copy(
+            await exchange.fetch_ohlcv(
+                target.symbol, target.tf.ccxt, since_ms, limit, dict(target.params)
             )
-            target.backoff.reset()
-            return rows
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - classified by is_retryable
-            delay = _retry_delay(exchange, target, exc, attempt, since_ms)
-            attempt += 1
-            await asyncio.sleep(delay)
+        )
+
+    return await call_with_retry_async(
+        exchange, call, target.context(since_ms), target.retries, target.backoff, target.redact
+    )
 
 
 def walk(
@@ -120,17 +179,18 @@ def walk(
     wait: Callable[[float], bool],
 ) -> Iterator[list[Bar]]:
     """Yield the closed bars of each page until the paginator is done (blocking)."""
-    while (page := pager.next_page(now_ms())) is not None:
+    while (page := pager.next_page(now := now_ms())) is not None:
         rows = fetch_page(exchange, target, page.since_ms, page.limit, wait)
-        yield pager.accept(rows, now_ms())
+        # "closed" is judged at the time the request left: the answer can be no newer
+        yield pager.accept(rows, now)
 
 
 async def walk_async(exchange, target: RestTarget, pager: Paginator, now_ms) -> list[Bar]:
     """All the closed bars the paginator walks to, fetched on an asyncio ccxt instance."""
     out: list[Bar] = []
-    while (page := pager.next_page(now_ms())) is not None:
+    while (page := pager.next_page(now := now_ms())) is not None:
         rows = await fetch_page_async(exchange, target, page.since_ms, page.limit)
-        out.extend(pager.accept(rows, now_ms()))
+        out.extend(pager.accept(rows, now))  # judged at request time, as in walk()
     return out
 
 

@@ -24,8 +24,9 @@ from .errors import (
     UnknownExchangeError,
     UnknownSymbolError,
     choices,
-    translate,
 )
+from .rest import call_with_retry
+from .retry import Backoff
 from .timeframes import Timeframe, resolve
 
 log = logging.getLogger(__name__)
@@ -189,11 +190,24 @@ class CCXTStore:
             if self._markets_loaded:
                 return
             ex = self.exchange
-            try:
-                ex.load_markets()
-                self.clock.sync(ex)
-            except ccxt.BaseError as exc:
-                raise translate(exc, f"{self.exchange_id}: loading markets", self.redact) from exc
+
+            def load() -> None:
+                markets = ex.load_markets(reload=True)
+                if not markets:
+                    raise ccxt.BadResponse(f"{ex.id} returned no markets")
+
+            for what, fn in (
+                ("loading markets", load),
+                ("reading the clock", lambda: self.clock.sync(ex)),
+            ):
+                call_with_retry(
+                    ex,
+                    fn,
+                    f"{self.exchange_id}: {what}",
+                    self.retries,
+                    Backoff(self.retry_delay, self.retry_max_delay),
+                    self.redact,
+                )
             self._markets_loaded = True
 
     def stop(self, data=None) -> None:

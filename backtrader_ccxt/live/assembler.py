@@ -41,9 +41,12 @@ class Closed:
 class CandleAssembler:
     """Tracks the forming candle of one (symbol, timeframe) stream."""
 
-    def __init__(self, tf: Timeframe, tolerance_ms: int = 0) -> None:
+    def __init__(self, tf: Timeframe, tolerance_ms: int = 0, trust_successor: bool = True) -> None:
         self.tf = tf
         self.tolerance_ms = tolerance_ms
+        #: False where the venue's own closed flag is read (:mod:`.closeflags`): then a candle
+        #: closed by its successor without a flagged final is never trusted
+        self.trust_successor = trust_successor
         self.forming: Bar | None = None
         self._recv_ms = 0
         self._epoch = -1
@@ -72,7 +75,11 @@ class CandleAssembler:
                     self._epoch = epoch
                 continue
             if cur is not None:
-                trusted = self._epoch == epoch and self._recv_ms + self.tolerance_ms >= cur.close_ms
+                trusted = (
+                    self.trust_successor
+                    and self._epoch == epoch
+                    and self._recv_ms + self.tolerance_ms >= cur.close_ms
+                )
                 out.append(Closed(cur, trusted))
             self.forming = bar
             self._recv_ms = recv_ms

@@ -20,12 +20,13 @@ from dataclasses import dataclass
 
 import ccxt
 
-from ..bars import Bar, Status
+from ..bars import Bar, Status, bar_from_row
 from ..errors import ExchangeRequestError, FatalExchangeError
 from ..paging import Page, Paginator
 from ..rest import RestTarget, fetch_page_async, walk_async
 from ..retry import Backoff
 from ..spec import FeedSpec
+from . import closeflags
 from .assembler import CandleAssembler
 from .loopthread import LoopThread
 from .polling import PollingMachine
@@ -55,6 +56,13 @@ class _Broken:
 @dataclass(frozen=True, slots=True)
 class _Healthy:
     epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Final:
+    """A frame the venue marked final (see :mod:`.closeflags`)."""
+
+    row: list
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +150,7 @@ class StreamManager:
         self._exchange = None
         self._routes: dict[tuple[str, str], list[_Subscription]] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._flags = False
         self.stats = store.stats
 
     # -- backtrader thread -----------------------------------------------------------------
@@ -197,6 +206,7 @@ class StreamManager:
     async def _activate(self, batch: list[_Subscription]) -> None:
         if self._exchange is None:
             self._exchange = self._store.new_async_exchange()
+            self._flags = closeflags.install(self._exchange, self._on_final)
         new_keys: list[tuple[str, str]] = []
         watched: list[_Subscription] = []
         for sub in batch:
@@ -275,7 +285,7 @@ class StreamManager:
         while True:
             while machine.outbox:
                 sub.emit(machine.outbox.popleft())
-            now = clock.now_ms()
+            now = clock.safe_now_ms()
             action = machine.next_action(now)
             if action is None:
                 while machine.outbox:
@@ -290,9 +300,9 @@ class StreamManager:
                 except ExchangeRequestError as exc:
                     machine.on_failure(exc, clock.now_ms())
                     continue
-                machine.on_rows(rows, clock.now_ms())
+                machine.on_rows(rows, now)  # closed-ness judged at request time
             else:
-                await asyncio.sleep(clock.seconds_until(action))
+                await asyncio.sleep(clock.seconds_until(action + clock.margin_ms))
 
     # websocket -----------------------------------------------------------------------------
 
@@ -355,6 +365,11 @@ class StreamManager:
             self.stats["reconnects"] += 1
             await asyncio.sleep(delay)
 
+    def _on_final(self, symbol: str, timeframe: str, row: list) -> None:
+        """Called by ccxt's frame handler (loop thread) for each frame marked final."""
+        for sub in self._routes.get((symbol, timeframe), []):
+            sub.post(_Final(row))
+
     def _kill_connections(self, reason: str) -> None:
         """Treat every socket of our instance as dead, as a network drop would."""
         for client in list(getattr(self._exchange, "clients", {}).values()):
@@ -365,7 +380,11 @@ class StreamManager:
         tf = spec.tf
         clock = self._store.clock
         target = self._target(spec)
-        asm = CandleAssembler(tf, tolerance_ms=min(50, tf.ms // 20))
+        # With the venue's closed flag, only flagged frames are trusted; without, the
+        # assembler's timing rules decide.
+        asm = CandleAssembler(
+            tf, tolerance_ms=min(50, tf.ms // 20), trust_successor=not self._flags
+        )
         assert sub.events is not None
         await self._fill(sub, target, spec.since_ms, asm, "backfill")
         if self._check_end(sub):
@@ -421,6 +440,23 @@ class StreamManager:
                     return
                 sub.stream_broken = False
                 sub.update_health("stream restored and gap filled")
+            elif isinstance(event, _Final):
+                try:
+                    bar = bar_from_row(event.row, tf)
+                except ValueError:
+                    continue
+                last = sub.last_open_ms
+                if last is not None and bar.open_ms <= last:
+                    continue
+                if last is None or tf.close_of(last) == bar.open_ms:
+                    self.stats["stream_bars"] += 1
+                    sub.emit(bar)
+                    asm.forget_through(bar.open_ms)
+                else:
+                    self.stats["rest_fills"] += 1
+                    await self._fill(sub, target, None, asm, "gap before a final")
+                if self._check_end(sub):
+                    return
             elif isinstance(event, _Fatal):
                 sub.emit(Status("DISCONNECTED", event.reason, fatal=True))
                 return
@@ -444,7 +480,7 @@ class StreamManager:
             since_ms = spec.since_ms if last is None else spec.tf.close_of(last)
         pager = Paginator(spec.tf, since_ms, spec.page_limit, spec.until_ms, spec.drop_newest)
         try:
-            bars = await walk_async(self._exchange, target, pager, self._store.clock.now_ms)
+            bars = await walk_async(self._exchange, target, pager, self._store.clock.safe_now_ms)
         except FatalExchangeError:
             raise
         except ExchangeRequestError as exc:

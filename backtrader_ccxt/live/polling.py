@@ -172,7 +172,7 @@ class PollingSource:
                 return m.outbox.popleft()
             if self._stop.is_set():
                 return None
-            now = self._clock.now_ms()
+            now = self._clock.safe_now_ms()
             action = m.next_action(now)
             if action is None:
                 return None if not m.outbox else m.outbox.popleft()
@@ -186,9 +186,9 @@ class PollingSource:
                 except ExchangeRequestError as exc:
                     m.on_failure(exc, self._clock.now_ms())
                     continue
-                m.on_rows(rows, self._clock.now_ms())
+                m.on_rows(rows, now)  # closed-ness judged at request time
                 continue
-            wait_s = self._clock.seconds_until(action)
+            wait_s = self._clock.seconds_until(action + self._clock.margin_ms)
             if timeout is not None and wait_s > timeout:
                 self._stop.wait(timeout)
                 return None

@@ -1,0 +1,226 @@
+"""Randomized fault soak: WebSocket feeds on 1s bars while a seeded schedule of faults hits
+the local exchange; afterwards the bars each strategy saw are compared with the exchange's
+REST history.
+
+Short version: tests/test_soak.py (CI). Long version, from the repository root::
+
+    python tests/soak.py --bars 600 --symbols 6 --seed 1
+
+prints bars delivered / missing / duplicated / wrong, faults injected by kind, reconnects,
+stalls, REST fills and the max close-to-delivery lag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import backtrader as bt
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from feedtools import Recorder, to_ms  # noqa: E402
+
+from backtrader_ccxt import CCXTStore  # noqa: E402
+from backtrader_ccxt.localexchange import LocalExchange  # noqa: E402
+
+# kind -> weight in the random schedule
+FAULT_WEIGHTS = {
+    "drop": 4,
+    "drop_clean": 1,
+    "stall": 1,
+    "skip_final": 3,
+    "malformed": 2,
+    "duplicate": 2,
+    "out_of_order": 2,
+    "rest_429": 1,
+    "rest_5xx": 1,
+    "rest_timeout": 1,
+    "rest_truncated": 1,
+}
+
+
+@dataclass
+class SoakResult:
+    delivered: int = 0
+    missing: int = 0
+    duplicated: int = 0
+    wrong: int = 0
+    faults: Counter = field(default_factory=Counter)
+    scheduled: Counter = field(default_factory=Counter)
+    store_stats: Counter = field(default_factory=Counter)
+    max_lag_ms: int = 0
+    p99_lag_ms: int = 0
+    statuses: dict = field(default_factory=dict)
+    details: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.missing == 0 and self.duplicated == 0 and self.wrong == 0
+
+    def report(self) -> str:
+        lines = [
+            f"bars delivered   {self.delivered}",
+            f"missing          {self.missing}",
+            f"duplicated       {self.duplicated}",
+            f"wrong            {self.wrong}",
+            f"faults injected  {sum(self.faults.values())}: "
+            + ", ".join(f"{k}={v}" for k, v in sorted(self.faults.items()) if v),
+            f"reconnects       {self.store_stats.get('reconnects', 0)} "
+            f"(stalls detected {self.store_stats.get('stalls', 0)})",
+            f"REST fills       {self.store_stats.get('rest_fills', 0)} "
+            f"confirms {self.store_stats.get('rest_confirms', 0)} "
+            f"pages {self.store_stats.get('rest_pages', 0)}",
+            f"lag close->next  p99 {self.p99_lag_ms} ms, max {self.max_lag_ms} ms",
+        ]
+        return "\n".join(lines)
+
+
+class FaultSchedule(threading.Thread):
+    """Applies a seeded random fault every 0.2-1.2 s (an Event timeout is the timer)."""
+
+    def __init__(self, ex: LocalExchange, rng: random.Random, symbols: list[str]) -> None:
+        super().__init__(name="soak-faults", daemon=True)
+        self.ex, self.rng, self.symbols = ex, rng, symbols
+        self.stop_event = threading.Event()
+        self.scheduled: Counter = Counter()
+
+    def run(self) -> None:
+        kinds, weights = zip(*FAULT_WEIGHTS.items(), strict=True)
+        while not self.stop_event.wait(self.rng.uniform(0.2, 1.2)):
+            kind = self.rng.choices(kinds, weights)[0]
+            self.apply(kind)
+
+    def apply(self, kind: str) -> None:
+        f, rng = self.ex.faults, self.rng
+        self.scheduled[kind] += 1
+        if kind == "drop":
+            f.drop_connections()
+        elif kind == "drop_clean":
+            f.drop_connections(clean=True)
+        elif kind == "stall":
+            f.stall(rng.uniform(0.5, 2.0))
+        elif kind == "skip_final":
+            f.skip_final(count=1, symbol=rng.choice([None, *self.symbols]))
+        elif kind == "malformed":
+            f.send_malformed(kind=rng.choice(["text", "json", "kline"]))
+        elif kind == "duplicate":
+            f.send_duplicate(rng.randint(1, 3))
+        elif kind == "out_of_order":
+            f.send_out_of_order(rng.randint(1, 3))
+        elif kind == "rest_429":
+            f.rest_errors("429", count=rng.randint(1, 2), retry_after=0.2)
+        elif kind == "rest_5xx":
+            f.rest_errors("5xx", count=rng.randint(1, 2), status=rng.choice([500, 502, 503]))
+        elif kind == "rest_timeout":
+            f.rest_errors("timeout", count=1, hold=2.0)
+        elif kind == "rest_truncated":
+            f.rest_errors("truncated", count=rng.randint(1, 2))
+
+
+class LagRecorder(Recorder):
+    params = (("clock", None),)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lags: list[int] = []
+
+    def next(self) -> None:
+        before = {n: len(b) for n, b in self.bars.items()}
+        super().next()
+        now = self.p.clock()
+        for name, bars in self.bars.items():
+            if len(bars) > before[name] and name in self.seam:
+                self.lags.append(now - to_ms(bars[-1][0]))
+
+
+def soak(bars: int = 25, symbols: int = 3, seed: int = 1, quiet: bool = True) -> SoakResult:
+    names = ["BTC/USDT", "ETH/USDT"] + [f"SK{i:02d}/USDT" for i in range(max(0, symbols - 2))]
+    names = names[:symbols]
+    rng = random.Random(seed)
+    with LocalExchange(symbols=names, timeframes=("1s",), history=200) as ex:
+        config = dict(ex.ccxt_config(), timeout=1500)
+        store = CCXTStore(
+            "binance", config=config, retries=10, retry_delay=0.05, retry_max_delay=0.5
+        )
+        cerebro = bt.Cerebro(stdstats=False)
+        for sym in names:
+            cerebro.adddata(
+                store.getdata(
+                    dataname=sym,
+                    name=sym,
+                    timeframe="1s",
+                    backfill_bars=30,
+                    poll_grace=0.2,
+                    use_websocket=True,
+                    ws_reconnect_delay=0.05,
+                    ws_max_reconnect_delay=0.5,
+                    ws_stall_timeout=1.0,
+                )
+            )
+        cerebro.addstrategy(LagRecorder, live_bars=bars, clock=ex.now_ms)
+        schedule = FaultSchedule(ex, rng, names)
+        # REST faults waiting for the backfill, so it is hit too
+        schedule.apply("rest_429")
+        schedule.apply("rest_truncated")
+        schedule.apply("rest_5xx")
+        schedule.start()
+        try:
+            strat = cerebro.run()[0]
+        finally:
+            schedule.stop_event.set()
+            schedule.join()
+            ex.faults.clear()
+        result = SoakResult(
+            faults=Counter(ex.faults.counts),
+            scheduled=schedule.scheduled,
+            store_stats=Counter(store.stats),
+            statuses=dict(strat.statuses),
+        )
+        for sym in names:
+            got = strat.bars[sym]
+            result.delivered += len(got)
+            opens = [to_ms(b[0]) - 1000 for b in got]
+            result.duplicated += len(opens) - len(set(opens))
+            truth = {
+                int(r[0]): tuple(map(float, r[1:6]))
+                for r in ex.candles(sym, "1s", opens[0], opens[-1] + 1)
+            }
+            seen = dict(zip(opens, (tuple(b[1:6]) for b in got), strict=True))
+            for t, values in truth.items():
+                if t not in seen:
+                    result.missing += 1
+                    result.details.append(f"{sym} missing {t}")
+                elif seen[t] != values:
+                    result.wrong += 1
+                    result.details.append(f"{sym} wrong {t}: {seen[t]} != {values}")
+            result.missing += sum(1 for t in seen if t not in truth)
+        lags = sorted(strat.lags)
+        if lags:
+            result.max_lag_ms = lags[-1]
+            result.p99_lag_ms = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
+        return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bars", type=int, default=600, help="live bars per symbol")
+    parser.add_argument("--symbols", type=int, default=6)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args(argv)
+    result = soak(args.bars, args.symbols, args.seed)
+    print(f"soak: {args.symbols} symbols x {args.bars} live 1s bars, seed {args.seed}")
+    print(result.report())
+    for line in result.details[:20]:
+        print("  ", line)
+    return 0 if result.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,39 @@
+"""The CI version of the randomized fault soak (tests/soak.py has the long one)."""
+
+from __future__ import annotations
+
+from soak import FAULT_WEIGHTS, FaultSchedule, soak
+
+from backtrader_ccxt.localexchange import LocalExchange
+
+
+def test_short_soak_loses_duplicates_and_corrupts_nothing():
+    result = soak(bars=25, symbols=3, seed=20261121)
+    print(result.report())
+    assert result.details == []
+    assert result.ok
+    assert result.delivered >= 3 * 25
+    # the schedule really hit the exchange: several kinds, and REST faults in the backfill
+    applied = {k for k, v in result.faults.items() if v}
+    assert len(applied) >= 5, result.faults
+    assert result.faults["rest_429"] + result.faults["rest_5xx"] >= 1
+    assert result.store_stats["reconnects"] >= 1
+    for statuses in result.statuses.values():
+        assert statuses[:2] == ["DELAYED", "LIVE"]
+        # every break was reported, and every break but one at the very end was recovered
+        breaks = [i for i, s in enumerate(statuses) if s == "CONNBROKEN"]
+        assert breaks, statuses
+        for i in breaks[:-1]:
+            assert statuses[i + 1] == "LIVE", statuses
+
+
+def test_every_fault_kind_of_the_schedule_is_known_to_the_exchange():
+    """Guards the soak itself: each scheduled kind maps to a real fault control."""
+    import random
+
+    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1s",), history=10) as ex:
+        schedule = FaultSchedule(ex, random.Random(1), ["BTC/USDT"])
+        for kind in FAULT_WEIGHTS:
+            schedule.apply(kind)
+        assert set(schedule.scheduled) == set(FAULT_WEIGHTS)
+        ex.faults.clear()
