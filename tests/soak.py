@@ -74,9 +74,9 @@ class SoakResult:
             + ", ".join(f"{k}={v}" for k, v in sorted(self.faults.items()) if v),
             f"reconnects       {self.store_stats.get('reconnects', 0)} "
             f"(stalls detected {self.store_stats.get('stalls', 0)})",
-            f"REST fills       {self.store_stats.get('rest_fills', 0)} "
-            f"confirms {self.store_stats.get('rest_confirms', 0)} "
-            f"pages {self.store_stats.get('rest_pages', 0)}",
+            f"REST requests    backfill {self.store_stats.get('rest_backfill', 0)}, "
+            f"fill {self.store_stats.get('rest_fill', 0)}, "
+            f"confirm {self.store_stats.get('rest_confirm', 0)}",
             f"lag close->next  p99 {self.p99_lag_ms} ms, max {self.max_lag_ms} ms",
         ]
         return "\n".join(lines)

@@ -52,6 +52,7 @@ class CandleAssembler:
         self._epoch = -1
         self.stale = 0
         self.malformed = 0
+        self._floor_ms: int | None = None  # candles at or before this were delivered
 
     def update(self, rows: Iterable[Sequence], recv_ms: int, epoch: int) -> list[Closed]:
         """Feed one ``watch_ohlcv`` result; return the candles it closed, oldest first."""
@@ -64,6 +65,8 @@ class CandleAssembler:
                 self.malformed += 1  # a garbled frame; its candle will not be trusted
                 self._epoch = -1
         for bar in sorted(bars, key=lambda b: b.open_ms):
+            if self._floor_ms is not None and bar.open_ms <= self._floor_ms:
+                continue
             cur = self.forming
             if cur is not None and (bar.open_ms < cur.open_ms or _regressed(cur, bar)):
                 self.stale += 1
@@ -87,7 +90,9 @@ class CandleAssembler:
         return out
 
     def forget_through(self, open_ms: int) -> None:
-        """The candle at ``open_ms`` and everything before it were delivered another way."""
+        """The candle at ``open_ms`` and everything before it were delivered another way:
+        drop them, and ignore their later frames."""
+        self._floor_ms = open_ms if self._floor_ms is None else max(self._floor_ms, open_ms)
         if self.forming is not None and self.forming.open_ms <= open_ms:
             self.forming = None
 

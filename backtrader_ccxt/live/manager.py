@@ -405,7 +405,6 @@ class StreamManager:
                 # close time + grace passed and the stream has not closed the candle: a quiet
                 # market or a silent socket. Confirm over REST so the bar is on time.
                 before = sub.last_open_ms
-                self.stats["rest_confirms"] += 1
                 await self._fill(sub, target, None, asm, "confirm")
                 if sub.last_open_ms == before:
                     next_confirm = clock.now_ms() + int(confirm_backoff.next_delay() * 1000)
@@ -426,16 +425,14 @@ class StreamManager:
                         self.stats["stream_bars"] += 1
                         sub.emit(bar)
                     else:
-                        self.stats["rest_fills"] += 1
-                        await self._fill(sub, target, None, asm, "untrusted or gap")
+                        await self._fill(sub, target, None, asm, "fill")
                     if self._check_end(sub):
                         return
             elif isinstance(event, _Broken):
                 sub.stream_broken = True
                 sub.update_health(event.reason)
             elif isinstance(event, _Healthy):
-                self.stats["rest_fills"] += 1
-                await self._fill(sub, target, None, asm, "reconnect")
+                await self._fill(sub, target, None, asm, "fill")
                 if self._check_end(sub):
                     return
                 sub.stream_broken = False
@@ -453,8 +450,7 @@ class StreamManager:
                     sub.emit(bar)
                     asm.forget_through(bar.open_ms)
                 else:
-                    self.stats["rest_fills"] += 1
-                    await self._fill(sub, target, None, asm, "gap before a final")
+                    await self._fill(sub, target, None, asm, "fill")
                 if self._check_end(sub):
                     return
             elif isinstance(event, _Fatal):
@@ -488,7 +484,10 @@ class StreamManager:
             sub.rest_broken = True
             sub.update_health(str(exc))
             return
+        # REST requests by purpose: backfill, fill (after a break, a gap or an untrusted
+        # close) and confirm (close time + grace passed without a final)
         self.stats["rest_pages"] += pager.pages
+        self.stats[f"rest_{why}"] += pager.pages
         for bar in bars:
             if sub.emit(bar):
                 self.stats["rest_bars"] += 1
