@@ -1,0 +1,84 @@
+"""The aiohttp application on the exchange's own event loop: REST, WebSocket streams, and
+their lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from aiohttp import web
+
+from .data import BINANCE_INTERVALS, Replay
+from .faults import FaultState
+from .rest import RestApi
+from .stats import Stats
+from .streams import StreamHub
+
+__all__ = ["ExchangeServer"]
+
+
+class ExchangeServer:
+    """Serves one :class:`Replay`. Create, ``await start()`` and ``await stop()`` on one loop."""
+
+    def __init__(
+        self,
+        replay: Replay,
+        stats: Stats,
+        faults: FaultState,
+        now_ms: Callable[[], int],
+        *,
+        host: str,
+        port: int,
+        timeframes: tuple[str, ...],
+        exact_clock: bool,
+        poll_interval: float,
+        ping_interval: float,
+        pong_timeout: float,
+        rest_timeout_hold: float,
+        max_catchup: int,
+    ):
+        self.host = host
+        self.port = port
+        intervals = set(BINANCE_INTERVALS) | set(timeframes)
+        self._closing = asyncio.Event()
+        self.rest = RestApi(
+            replay, stats, faults, now_ms, intervals, self._closing, rest_timeout_hold
+        )
+        self.streams = StreamHub(
+            replay,
+            stats,
+            faults,
+            now_ms,
+            intervals,
+            exact_clock=exact_clock,
+            poll_interval=poll_interval,
+            ping_interval=ping_interval,
+            pong_timeout=pong_timeout,
+            max_catchup=max_catchup,
+        )
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> int:
+        """Bind and serve; returns the bound port."""
+        app = web.Application()
+        app.router.add_get("/ws", self.streams.handle)
+        app.router.add_get("/ws/{tail:.*}", self.streams.handle)
+        app.router.add_route("*", "/{path:.*}", self.rest.handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+        self.streams.start()
+        return self.port
+
+    async def stop(self) -> None:
+        """Close every connection, end held requests and background tasks, unbind."""
+        self._closing.set()  # releases held ("timeout") REST requests
+        await self.streams.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    def drop_connections(self, clean: bool) -> int:
+        return self.streams.drop_connections(clean)
