@@ -22,13 +22,14 @@ __all__ = ["DemoStrategy", "run_demo", "add_arguments"]
 
 
 class DemoStrategy(bt.Strategy):
-    """Buy when the fast SMA crosses above the slow one, sell on the cross below.
+    """Buy when the fast SMA crosses above the slow one, sell on the cross below - on live
+    bars only (history only warms the averages up).
 
     Prints every live bar, every data notification and every trade; stops cerebro after
     ``live_bars`` live bars.
     """
 
-    params = (("fast", 5), ("slow", 12), ("live_bars", 10), ("out", None))
+    params = (("fast", 3), ("slow", 8), ("live_bars", 15), ("out", None))
 
     def __init__(self) -> None:
         self.fast = bt.ind.SMA(period=self.p.fast)
@@ -62,22 +63,25 @@ class DemoStrategy(bt.Strategy):
                 f"(bar {bt.num2date(order.executed.dt):%H:%M:%S})"
             )
 
+    def prenext(self) -> None:
+        self.history_bars += 1  # warming up the averages
+
     def next(self) -> None:
         if not self.live:
             self.history_bars += 1
-        else:
-            self.live_seen += 1
-            d = self.data
-            self._print(
-                f"{d.datetime.datetime(0):%Y-%m-%d %H:%M:%S} UTC  O {d.open[0]:.2f}  "
-                f"H {d.high[0]:.2f}  L {d.low[0]:.2f}  C {d.close[0]:.2f}  V {d.volume[0]:.4f}"
-                f"  sma{self.p.fast} {self.fast[0]:.2f} sma{self.p.slow} {self.slow[0]:.2f}"
-            )
+            return
+        self.live_seen += 1
+        d = self.data
+        self._print(
+            f"{d.datetime.datetime(0):%Y-%m-%d %H:%M:%S} UTC  O {d.open[0]:.2f}  "
+            f"H {d.high[0]:.2f}  L {d.low[0]:.2f}  C {d.close[0]:.2f}  V {d.volume[0]:.4f}"
+            f"  sma{self.p.fast} {self.fast[0]:.2f} sma{self.p.slow} {self.slow[0]:.2f}"
+        )
         if self.cross[0] > 0 and not self.position:
             self.buy()
         elif self.cross[0] < 0 and self.position:
             self.close()
-        if self.live and self.live_seen >= self.p.live_bars:
+        if self.live_seen >= self.p.live_bars:
             self.env.runstop()
 
 
@@ -100,7 +104,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="live mode: ccxt.pro WebSocket (default), REST polling, or threaded REST polling",
     )
     parser.add_argument(
-        "--bars", type=int, default=10, help="stop after this many live bars (default 10)"
+        "--bars", type=int, default=15, help="stop after this many live bars (default 15)"
     )
     parser.add_argument(
         "--backfill", type=int, default=30, help="bars of history before going live (default 30)"
