@@ -252,3 +252,36 @@ def test_three_modes_deliver_identical_bars(ex):
     for mode in modes:
         assert strat.bars[mode] == expected, mode
         assert strat.statuses[mode][:2] == ["DELAYED", "LIVE"]
+
+
+class _FatalStreamStore(CCXTStore):
+    """Injects a fatal ccxt error into the stream (what a revoked API key or a delisted
+    symbol does on a real venue); REST keeps working."""
+
+    def new_async_exchange(self):
+        import ccxt
+
+        ex = super().new_async_exchange()
+
+        async def refuse(*args, **kwargs):
+            raise ccxt.AuthenticationError('binance {"code":-2015,"msg":"Invalid API-key"}')
+
+        ex.watch_ohlcv_for_symbols = refuse
+        return ex
+
+
+def test_a_fatal_stream_error_ends_the_feed_with_a_clear_notification(ex):
+    store = _FatalStreamStore("binance", config=ex.ccxt_config())
+    cerebro = bt.Cerebro(stdstats=False)
+    add_feeds(cerebro, store, ["BTC/USDT"], backfill_bars=4, **WS)
+    messages = []
+
+    class Watch(bt.Strategy):
+        def notify_data(self, data, status, *args, **kwargs):
+            messages.append((data._getstatusname(status), args[0] if args else ""))
+
+    cerebro.addstrategy(Watch)
+    cerebro.run()  # ends by itself: the only feed is over
+    assert messages[-1][0] == "DISCONNECTED"
+    assert "AuthenticationError" in messages[-1][1] and "Invalid API-key" in messages[-1][1]
+    assert store.stats["reconnects"] == 0  # fatal: no reconnect loop
