@@ -43,8 +43,8 @@ class RestApi:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
-        self.stats.count_rest(path)
         fault = self.faults.take_rest(path)
+        self.stats.count_rest(path, self.now_ms(), fault.kind if fault else None)
         if fault is None:
             return self._rest_response(request)
         return await self._rest_fault(fault, request)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
+from collections import defaultdict, deque
 
 __all__ = ["Stats"]
 
@@ -30,6 +30,8 @@ class Stats:
     Fields:
         rest_calls: REST requests received (any path, including failed ones).
         rest_by_path: dict path -> requests, e.g. ``rest_by_path['/api/v3/klines']``.
+        rest_log: the last 10,000 requests as ``(exchange ms, path, fault kind or None)``, for
+            tests of request spacing (rate limits, ``Retry-After``).
         ws_connections: WebSocket connections opened.
         ws_open: connections open right now (gauge).
         ws_subscribe_messages / ws_unsubscribe_messages: SUBSCRIBE / UNSUBSCRIBE requests.
@@ -47,17 +49,21 @@ class Stats:
         for name in _GAUGES + _COUNTERS:
             setattr(self, name, 0)
         self.rest_by_path: defaultdict[str, int] = defaultdict(int)
+        #: the last 10,000 REST requests: (exchange time ms, path, fault kind or None)
+        self.rest_log: deque[tuple[int, str, str | None]] = deque(maxlen=10_000)
 
-    def count_rest(self, path: str) -> None:
+    def count_rest(self, path: str, now_ms: int = 0, fault: str | None = None) -> None:
         with self._lock:
             self.rest_calls += 1
             self.rest_by_path[path] += 1
+            self.rest_log.append((now_ms, path, fault))
 
     def snapshot(self) -> dict:
         """A consistent plain-dict copy of every field."""
         with self._lock:
             snap = {name: getattr(self, name) for name in _GAUGES + _COUNTERS}
             snap["rest_by_path"] = dict(self.rest_by_path)
+            snap["rest_log"] = list(self.rest_log)
         return snap
 
     def reset(self) -> None:
@@ -66,6 +72,7 @@ class Stats:
             for name in _COUNTERS:
                 setattr(self, name, 0)
             self.rest_by_path = defaultdict(int)
+            self.rest_log.clear()
 
     def __repr__(self) -> str:
         return f"Stats({self.snapshot()!r})"

@@ -1,0 +1,75 @@
+"""Backfill and gap fill respect the exchange's rate limit and honour Retry-After, as seen by
+the exchange itself (the local exchange logs when each request arrived)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import backtrader as bt
+import ccxt
+from feedtools import EPOCH, run
+
+from backtrader_ccxt import CCXTStore
+from backtrader_ccxt.localexchange import LocalExchange
+
+KLINES = "/api/v3/klines"
+
+
+def klines_log(ex) -> list[tuple[int, str | None]]:
+    return [(t, fault) for t, path, fault in ex.stats.snapshot()["rest_log"] if path == KLINES]
+
+
+def historical(ex, store, bars: int, **kwargs):
+    now = ex.now_ms()
+    first_open = now - now % 1000 - (bars + 5) * 1000
+    cerebro = bt.Cerebro(stdstats=False, runonce=False)
+    cerebro.adddata(
+        store.getdata(
+            dataname="BTC/USDT",
+            name="BTC/USDT",
+            timeframe="1s",
+            historical=True,
+            fromdate=EPOCH + timedelta(milliseconds=first_open + 1000),
+            todate=EPOCH + timedelta(milliseconds=first_open + bars * 1000),
+            **kwargs,
+        )
+    )
+    return run(cerebro, live_bars=None)
+
+
+def test_retry_after_is_honoured_before_the_next_attempt():
+    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1s",), history=3000) as ex:
+        store = CCXTStore("binance", config=ex.ccxt_config(), retry_delay=0.01)
+        ex.faults.rest_errors("429", count=1, retry_after=1.2, path=KLINES)
+        strat = historical(ex, store, 2500)
+        assert len(strat.bars["BTC/USDT"]) == 2500
+        log = klines_log(ex)
+        refused = [i for i, (_, fault) in enumerate(log) if fault == "429"]
+        assert len(refused) == 1
+        i = refused[0]
+        assert log[i + 1][0] - log[i][0] >= 1200  # not the 10 ms backoff: the server's word
+        assert ex.faults.counts["rest_429"] == 1
+
+
+def test_paged_backfill_is_spaced_by_ccxts_rate_limiter():
+    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1s",), history=6000) as ex:
+        store = CCXTStore("binance", config=ex.ccxt_config())
+        strat = historical(ex, store, 5500, ohlcv_limit=500)
+        assert len(strat.bars["BTC/USDT"]) == 5500
+        times = [t for t, _ in klines_log(ex)]
+        assert len(times) == 11  # ceil(5500 / 500)
+        # ccxt's limiter: binance rateLimit (ms) x the endpoint's cost for limit=500
+        probe = ccxt.binance()
+        spacing = probe.rateLimit * _klines_cost(probe, 500)
+        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        assert min(gaps) >= spacing * 0.9, (gaps, spacing)
+
+
+def _klines_cost(exchange, limit: int) -> float:
+    """The weight ccxt charges a spot klines call with this limit (its own table)."""
+    api = exchange.api["public"]["get"]["klines"]
+    cost = api.get("cost", 1)
+    for bound, by_limit_cost in api.get("byLimit", []):
+        if limit <= bound:
+            return by_limit_cost
+    return cost
