@@ -193,3 +193,74 @@ def test_resampled_live_1s_to_5s_equals_offline_resampling(ex):
         assert bar[5] == pytest.approx(want[5], rel=1e-9)
     for prev, cur in zip(got, got[1:], strict=False):
         assert cur[0] - prev[0] == timedelta(seconds=5)
+
+
+class CrossTrader(bt.Strategy):
+    """A deterministic SMA-cross strategy that records its fills and the bars it traded on."""
+
+    params = (("stop_after_live", None),)
+
+    def __init__(self) -> None:
+        self.cross = bt.ind.CrossOver(bt.ind.SMA(period=3), bt.ind.SMA(period=6))
+        self.fills: list[tuple] = []
+        self.bars: list[tuple] = []
+        self.live_bars = 0
+        self.live = False
+
+    def notify_data(self, data, status, *args, **kwargs) -> None:
+        self.live = status == data.LIVE
+
+    def notify_order(self, order) -> None:
+        if order.status == order.Completed:
+            self.fills.append(
+                (bt.num2date(order.executed.dt), order.executed.size, order.executed.price)
+            )
+
+    def next(self) -> None:
+        d = self.data
+        self.bars.append((d.datetime.datetime(0), d.open[0], d.close[0]))
+        if self.cross[0] > 0 and not self.position:
+            self.buy(size=1)
+        elif self.cross[0] < 0 and self.position:
+            self.close()
+        if self.live:
+            self.live_bars += 1
+            if self.p.stop_after_live and self.live_bars >= self.p.stop_after_live:
+                self.env.runstop()
+
+
+def test_backtest_then_live_makes_the_same_trades_over_the_same_bars(ex):
+    now = ex.now_ms()
+    fromdate = EPOCH + timedelta(milliseconds=now - now % 1000 - 60_000)
+    store = store_for(ex)
+
+    live = bt.Cerebro(stdstats=False)
+    live.adddata(
+        store.getdata(
+            dataname="ETH/USDT",
+            timeframe="1s",
+            fromdate=fromdate,
+            poll_grace=0.1,
+            use_websocket=True,
+        )
+    )
+    live.addstrategy(CrossTrader, stop_after_live=8)
+    live_run = live.run()[0]
+
+    backtest = bt.Cerebro(stdstats=False)
+    backtest.adddata(
+        store.getdata(
+            dataname="ETH/USDT",
+            timeframe="1s",
+            fromdate=fromdate,
+            todate=live_run.bars[-1][0],
+            historical=True,
+        )
+    )
+    backtest.addstrategy(CrossTrader)
+    hist_run = backtest.run()[0]
+
+    assert live_run.live_bars >= 8
+    assert hist_run.bars == live_run.bars
+    assert len(hist_run.fills) >= 2, "the check needs trades to compare"
+    assert hist_run.fills == live_run.fills
