@@ -264,3 +264,29 @@ def test_backtest_then_live_makes_the_same_trades_over_the_same_bars(ex):
     assert hist_run.bars == live_run.bars
     assert len(hist_run.fills) >= 2, "the check needs trades to compare"
     assert hist_run.fills == live_run.fills
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_a_venue_that_omits_empty_candles(mode):
+    """Candles without trades are left out by REST and the stream alike: the feed delivers
+    exactly the candles that exist, and does not stall waiting for the missing ones."""
+    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1s",), history=200, empty_every=3) as fx:
+        fx.faults.omit_empty = True
+        store = store_for(fx)
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(
+            store.getdata(
+                dataname="BTC/USDT",
+                name="BTC",
+                timeframe="1s",
+                backfill_bars=12,
+                poll_grace=0.1,
+                **MODES[mode],
+            )
+        )
+        strat = run(cerebro, live_bars=5)
+        bars = strat.bars["BTC"]
+        assert bars == expected_for(fx, "BTC/USDT", "1s", bars)
+        gaps = [b[0] - a[0] for a, b in zip(bars, bars[1:], strict=False)]
+        assert timedelta(seconds=2) in gaps, "no candle was omitted: the test proves nothing"
+        assert all(g > timedelta(0) for g in gaps)
