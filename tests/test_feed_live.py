@@ -290,3 +290,31 @@ def test_a_venue_that_omits_empty_candles(mode):
         gaps = [b[0] - a[0] for a, b in zip(bars, bars[1:], strict=False)]
         assert timedelta(seconds=2) in gaps, "no candle was omitted: the test proves nothing"
         assert all(g > timedelta(0) for g in gaps)
+
+
+@pytest.mark.parametrize("mode", ["polling", "threaded"])
+def test_polling_asks_once_per_bar_not_once_per_load(ex, mode):
+    store = store_for(ex)
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(
+        store.getdata(
+            dataname="ETH/USDT",
+            name="ETH",
+            timeframe="1s",
+            backfill_bars=3,
+            poll_grace=0.15,
+            qcheck=0.01,
+            **MODES[mode],
+        )
+    )
+    marks = []
+
+    def on_bar(strat, data):
+        if strat.live_counts["ETH"] in (1, 9):
+            marks.append(ex.stats.snapshot()["rest_by_path"].get("/api/v3/klines", 0))
+
+    strat = run(cerebro, live_bars=9, on_bar=on_bar)
+    assert strat.live_counts["ETH"] == 9
+    # 8 bars after the first live one: one request each, though _load ran every 10 ms; a
+    # candle served late on a loaded machine may cost one retry
+    assert 8 <= marks[1] - marks[0] <= 10
