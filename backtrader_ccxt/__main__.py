@@ -1,4 +1,4 @@
-"""Command line: ``python -m backtrader_ccxt {demo,localexchange} ...``."""
+"""Command line: ``python -m backtrader_ccxt {demo,download,localexchange} ...``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import logging
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser (also used by the tests to check documented commands)."""
     parser = argparse.ArgumentParser(
         prog="python -m backtrader_ccxt",
         description="backtrader-ccxt: live crypto-exchange bars for backtrader through ccxt.",
@@ -16,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
 
     from .demo import add_arguments as demo_args
+    from .download import add_arguments as download_args
 
     demo = sub.add_parser(
         "demo",
@@ -26,12 +28,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     demo_args(demo)
 
+    download = sub.add_parser(
+        "download",
+        help="fill the history cache with closed candles (resumable)",
+        description="Download closed OHLCV candles into the on-disk history cache, page by "
+        "page. Only what the cache lacks is fetched, so after Ctrl-C the same command resumes "
+        "where it stopped. See docs/cache.md.",
+    )
+    download_args(download)
+
     sub.add_parser(
         "localexchange",
         help="run the local exchange until Ctrl-C (same as python -m backtrader_ccxt.localexchange)",
         add_help=False,
     )
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
@@ -48,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
 
         run_demo(args)
         return 0
+    if args.command == "download":
+        from .download import run_download
+
+        return run_download(args)
     return 2
 
 
