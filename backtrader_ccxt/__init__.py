@@ -7,6 +7,7 @@ cerebro.adddata(store.getdata(dataname="BTC/USDT", timeframe=bt.TimeFrame.Minute
 import logging
 
 from .bars import Bar, Status
+from .cache import HistoryCache
 from .errors import (
     BacktraderCCXTError,
     CapabilityError,
@@ -32,6 +33,7 @@ __all__ = [
     "ConfigurationError",
     "ExchangeRequestError",
     "FatalExchangeError",
+    "HistoryCache",
     "RetryableError",
     "Status",
     "UnknownExchangeError",

@@ -43,7 +43,7 @@ from .timeframes import parse as parse_tf
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HistoryCache", "default_cache_dir", "DEFAULT_FILENAME"]
+__all__ = ["HistoryCache", "FeedCacheLink", "cache_key", "default_cache_dir", "DEFAULT_FILENAME"]
 
 #: the file name used when the cache path is a directory
 DEFAULT_FILENAME = "ohlcv-cache.sqlite3"
@@ -561,3 +561,60 @@ def _transient(exc: sqlite3.OperationalError) -> bool:
     return any(
         w in text for w in ("locked", "busy", "unable to open", "readonly", "disk i/o", "full")
     )
+
+
+def cache_key(store) -> str:
+    """The cache's exchange key for a store: its exchange id, marked when on a testnet so
+    testnet candles never mix with real ones."""
+    return store.exchange_id + ("-sandbox" if store.sandbox else "")
+
+
+class FeedCacheLink:
+    """What one feed reads from and writes to a :class:`HistoryCache`.
+
+    ``cached(since_ms, until_ms)`` returns the cached closed rows from ``since_ms`` and where
+    fetching must resume; ``add(row)`` buffers a delivered candle, ``flush(now_ms)`` writes the
+    buffer with its coverage (everything from the resume point to the last delivered candle:
+    the feed delivers every candle the venue has, so holes are real omissions).
+    """
+
+    def __init__(
+        self, cache: HistoryCache, key: str, symbol: str, timeframe: str, flush_every: int = 500
+    ) -> None:
+        self.cache = cache
+        self.key, self.symbol, self.timeframe = key, symbol, timeframe
+        self.tf = parse_tf(timeframe)
+        self.flush_every = flush_every
+        self._rows: list[list] = []
+        self._since: int | None = None
+
+    def cached(self, since_ms: int, until_ms: int | None) -> tuple[list[list], int]:
+        rows = self.cache.read(self.key, self.symbol, self.timeframe, since_ms, until_ms)
+        end = self.cache.covered_until(self.key, self.symbol, self.timeframe, since_ms)
+        if not rows or end is None:
+            self._since = since_ms
+            return [], since_ms
+        resume = max(end, self.tf.close_of(int(rows[-1][0])))
+        self._since = resume
+        return rows, resume
+
+    def add(self, row: list, now_ms: int) -> None:
+        self._rows.append(row)
+        if len(self._rows) >= self.flush_every:
+            self.flush(now_ms)
+
+    def flush(self, now_ms: int) -> None:
+        if not self._rows:
+            return
+        rows, self._rows = self._rows, []
+        until = self.tf.close_of(int(rows[-1][0]))
+        self.cache.write(
+            self.key,
+            self.symbol,
+            self.timeframe,
+            rows,
+            now_ms,
+            since_ms=self._since,
+            until_ms=until,
+        )
+        self._since = until

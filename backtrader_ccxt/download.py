@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from .cache import HistoryCache, default_cache_dir
+from .cache import HistoryCache, cache_key, default_cache_dir
 from .errors import BacktraderCCXTError, ConfigurationError
 from .paging import Paginator
 from .rest import RestTarget, walk
@@ -76,12 +76,6 @@ class DownloadResult:
     pages: int = 0
     rows: int = 0
     coverage: list[tuple[int, int]] = field(default_factory=list)
-
-
-def cache_key(store: CCXTStore) -> str:
-    """The cache's exchange key for a store: its exchange id, marked when on a testnet so
-    testnet candles never mix with real ones."""
-    return store.exchange_id + ("-sandbox" if store.sandbox else "")
 
 
 def missing_spans(

@@ -7,12 +7,17 @@ backtrader lines and notifications.
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
+from collections import deque
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import backtrader as bt
 
-from .bars import Bar, BarGate, Status
+from .bars import Bar, BarGate, Status, bar_from_row
+from .cache import FeedCacheLink, HistoryCache, cache_key
 from .errors import CapabilityError, ConfigurationError
 from .live.polling import PollingSource
 from .rest import RestTarget
@@ -87,6 +92,9 @@ class CCXTFeed(bt.feed.DataBase):
         stream has not closed it.
       - ``qcheck`` (seconds, default 0.5): the longest ``_load`` waits before returning None so
         cerebro can run its timers and resampler checks.
+      - ``cache`` (:class:`~.cache.HistoryCache` or a path, default None): an on-disk cache of
+        closed candles; history already there is read from it and only the missing tail is
+        fetched, and what the feed delivers is stored (in batches, and at LIVE and at stop).
       - ``debug`` (bool, default False): log every bar and status at INFO.
     """
 
@@ -104,10 +112,20 @@ class CCXTFeed(bt.feed.DataBase):
         ("ws_stall_timeout", None),
         ("poll_grace", None),
         ("qcheck", 0.5),
+        ("cache", None),
         ("debug", False),
     )
 
     def __init__(self, **kwargs) -> None:
+        if kwargs:  # backtrader hands over what is not a declared param: a typo, surely
+            valid = [name for name, _ in self.params._getitems()]
+            hints = {k: difflib.get_close_matches(k, valid, n=1) for k in kwargs}
+            named = ", ".join(
+                f"{k!r}" + (f" (did you mean {hints[k][0]!r}?)" if hints[k] else "") for k in kwargs
+            )
+            raise ConfigurationError(
+                f"unknown CCXTFeed parameter {named}; valid choices: {', '.join(sorted(valid))}"
+            )
         # A ccxt string ('15m') is turned into backtrader's (timeframe, compression) here,
         # before backtrader copies them to _timeframe/_compression; a bad one raises at start().
         self._tf_text = self.p.timeframe if isinstance(self.p.timeframe, str) else None
@@ -122,6 +140,8 @@ class CCXTFeed(bt.feed.DataBase):
         self._ended = False
         self.spec: FeedSpec | None = None
         self.mode = "polling"
+        self._cache_link: FeedCacheLink | None = None
+        self._cached: deque[Bar] = deque()
 
     # -- backtrader hooks ------------------------------------------------------------------
 
@@ -149,6 +169,7 @@ class CCXTFeed(bt.feed.DataBase):
         store.start(data=self)
         try:
             self.spec = self._make_spec()
+            self._use_cache()
             self._source = self._make_source()
         except BaseException:
             store.stop(data=self)
@@ -160,6 +181,11 @@ class CCXTFeed(bt.feed.DataBase):
         source, self._source = self._source, None
         if source is not None:
             source.stop()
+        link, self._cache_link = self._cache_link, None
+        if link is not None:
+            link.flush(self._store.clock.now_ms())
+            if not isinstance(self.p.cache, HistoryCache):
+                link.cache.close()  # we opened it from a path
         if self._store is not None:
             self._store.stop(data=self)
         if not self._ended:
@@ -170,6 +196,11 @@ class CCXTFeed(bt.feed.DataBase):
     def _load(self):
         if self._ended or self._source is None:
             return False
+        if self._cached:
+            bar = self._cached.popleft()
+            if self._gate.admit(bar):
+                self._fill(bar)
+                return True
         timeout = None if self.p.historical else self._qcheck
         while True:
             item = self._source.get(timeout)
@@ -185,6 +216,8 @@ class CCXTFeed(bt.feed.DataBase):
                 continue
             if not self._gate.admit(item):
                 continue
+            if self._cache_link is not None:
+                self._cache_link.add(item.row(), self._store.clock.now_ms())
             self._fill(item)
             return True
 
@@ -220,6 +253,8 @@ class CCXTFeed(bt.feed.DataBase):
         if status.code == "DISCONNECTED" or status.fatal:
             self._end(status)
             return
+        if status.code == "LIVE" and self._cache_link is not None:
+            self._cache_link.flush(self._store.clock.now_ms())
         self.put_notification(getattr(self, status.code), status.message)
 
     def _end(self, status: Status | None = None) -> None:
@@ -334,6 +369,24 @@ class CCXTFeed(bt.feed.DataBase):
             max_reconnect_delay=float(p.ws_max_reconnect_delay),
             stall_timeout=float(stall),
         )
+
+    def _use_cache(self) -> None:
+        """Serve cached history first and fetch only from where the cache ends."""
+        cache = self.p.cache
+        if cache is None:
+            return
+        if isinstance(cache, str | os.PathLike):
+            cache = HistoryCache(cache)
+        elif not isinstance(cache, HistoryCache):
+            raise ConfigurationError(
+                f"cache must be a HistoryCache or a path, got {type(cache).__name__}"
+            )
+        spec = self.spec
+        link = FeedCacheLink(cache, cache_key(self._store), spec.symbol, spec.tf.ccxt)
+        rows, resume = link.cached(spec.since_ms, spec.until_ms)
+        self._cached = deque(bar_from_row(r, spec.tf) for r in rows)
+        self.spec = replace(spec, since_ms=resume)
+        self._cache_link = link
 
     def _make_source(self):
         p = self.p
