@@ -20,6 +20,7 @@ from .errors import (
     UnsupportedTimeframeError,
 )
 from .feed import CCXTFeed
+from .running import run_live, stop_on_sigint
 from .store import CCXTStore
 
 __version__ = "0.1.0"
@@ -39,6 +40,8 @@ __all__ = [
     "UnknownExchangeError",
     "UnknownSymbolError",
     "UnsupportedTimeframeError",
+    "run_live",
+    "stop_on_sigint",
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import sys
-import threading
 from datetime import datetime
 
 import backtrader as bt
 
+from .running import run_live
 from .store import CCXTStore
 
 __all__ = ["DemoStrategy", "run_demo", "add_arguments"]
@@ -147,8 +146,7 @@ def run_demo(args: argparse.Namespace, out=None) -> DemoStrategy:
             file=out,
         )
         started = datetime.now()
-        with _sigint_stops(cerebro):
-            strat = cerebro.run()[0]
+        strat = run_live(cerebro)[0]
         value = cerebro.broker.getvalue()
         print("", file=out)
         print("summary", file=out)
@@ -159,21 +157,3 @@ def run_demo(args: argparse.Namespace, out=None) -> DemoStrategy:
         print(f"  portfolio      {value:.2f} (start {args.cash:.2f})", file=out)
         print(f"  wall time      {(datetime.now() - started).total_seconds():.1f}s", file=out)
         return strat
-
-
-@contextlib.contextmanager
-def _sigint_stops(cerebro: bt.Cerebro):
-    """Ctrl-C asks cerebro to stop (cleanly, through every feed's stop()) instead of
-    unwinding out of cerebro.run() with the threads and sockets still open."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        cerebro.runstop()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)

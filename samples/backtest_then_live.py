@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 
 import backtrader as bt
 
-from backtrader_ccxt import CCXTStore
+from backtrader_ccxt import CCXTStore, run_live
 from backtrader_ccxt.localexchange import LocalExchange
 
 
@@ -118,11 +117,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         cerebro.addstrategy(SmaCross, live_bars=args.bars)
-        previous = signal.signal(signal.SIGINT, lambda *_: cerebro.runstop())
-        try:
-            live = cerebro.run()[0]
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        live = run_live(cerebro)[0]
         print(f"live: {live.live_seen} live bars, portfolio {cerebro.broker.getvalue():.2f}")
     return 0
 

@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 
 import backtrader as bt
 
-from backtrader_ccxt import CCXTStore
+from backtrader_ccxt import CCXTStore, run_live
 from backtrader_ccxt.localexchange import LocalExchange
 
 
@@ -91,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         cerebro.addsizer(bt.sizers.FixedSize, stake=0.1)
         cerebro.addstrategy(SmaCross, live_bars=args.bars)
         print(f"{store.exchange_id} {args.symbol} {timeframe} ({args.mode}): {args.bars} live bars")
-        previous = signal.signal(signal.SIGINT, lambda *_: cerebro.runstop())
-        try:
-            strat = cerebro.run()[0]
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        strat = run_live(cerebro)[0]
         print(f"done: {strat.live_seen} live bars, portfolio {cerebro.broker.getvalue():.2f}")
     return 0
 

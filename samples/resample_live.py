@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 import time
 from datetime import datetime, timedelta
 
 import backtrader as bt
 
-from backtrader_ccxt import CCXTStore
+from backtrader_ccxt import CCXTStore, run_live
 from backtrader_ccxt.localexchange import LocalExchange
 from backtrader_ccxt.timeframes import parse, to_backtrader
 
@@ -90,11 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         cerebro.addstrategy(PrintResampled, live_bars=args.bars)
         print(f"{store.exchange_id} {args.symbol}: {timeframe} candles resampled x{compression}")
-        previous = signal.signal(signal.SIGINT, lambda *_: cerebro.runstop())
-        try:
-            strat = cerebro.run()[0]
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        strat = run_live(cerebro)[0]
         print(f"done: {strat.live_seen} live resampled bars")
     return 0
 

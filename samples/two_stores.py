@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import signal
 
 import backtrader as bt
 
-from backtrader_ccxt import CCXTStore
+from backtrader_ccxt import CCXTStore, run_live
 from backtrader_ccxt.localexchange import LocalExchange
 
 
@@ -97,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         cerebro.addstrategy(Spread, live_bars=args.bars)
         print(f"{args.symbol} {timeframe}: A = {where[0]}, B = {where[1]}")
-        previous = signal.signal(signal.SIGINT, lambda *_: cerebro.runstop())
-        try:
-            strat = cerebro.run()[0]
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        strat = run_live(cerebro)[0]
         print("done: " + ", ".join(f"{k} {v} live bars" for k, v in strat.live_seen.items()))
     return 0
 
