@@ -98,6 +98,7 @@ class CCXTStore:
         self._lock = threading.RLock()
         self._exchange = None
         self._markets_loaded = False
+        self._pro_has: dict | None = None  # ccxt.pro's `has`, read once
         self._manager = None
         self._users = 0
         #: what the live machinery did: reconnects, stalls, REST fills/confirmations, ...
@@ -163,7 +164,11 @@ class CCXTStore:
             import ccxt.async_support as ccxt_async
 
             cls = getattr(ccxt_async, self.exchange_id)
-        ex = cls(self._instance_config())
+        cfg = self._instance_config()
+        # ccxt.pro keeps 1,000 rows per symbol and timeframe that we never read back (we copy
+        # each update as it comes): a few are enough, and memory stays flat with 200 feeds
+        cfg.setdefault("options", {}).setdefault("OHLCVLimit", 10)
+        ex = cls(cfg)
         self._apply_sandbox(ex)
         if self._markets_loaded:
             ex.set_markets_from_exchange(self.exchange)
@@ -172,12 +177,13 @@ class CCXTStore:
     def has(self, capability: str, websocket: bool = False) -> bool:
         """Whether the exchange offers ``capability`` (``exchange.has``), in ccxt.pro if asked."""
         if websocket:
-            import ccxt.pro as ccxtpro
+            with self._lock:
+                if self._pro_has is None:
+                    import ccxt.pro as ccxtpro
 
-            cls = getattr(ccxtpro, self.exchange_id, None)
-            if cls is None:
-                return False
-            return bool(cls().has.get(capability))
+                    cls = getattr(ccxtpro, self.exchange_id, None)
+                    self._pro_has = dict(cls().has) if cls is not None else {}
+            return bool(self._pro_has.get(capability))
         return bool(self.exchange.has.get(capability))
 
     # -- lifecycle -------------------------------------------------------------------------
