@@ -191,30 +191,32 @@ class CCXTStore:
     def start(self, data=None, broker=None) -> None:
         """Load markets and measure the clock once; called by each feed's ``start()``."""
         with self._lock:
+            if not self._markets_loaded:
+                self._load_markets()
             if data is not None:
-                self._users += 1
-            if self._markets_loaded:
-                return
-            ex = self.exchange
+                self._users += 1  # only once started: a failed start holds nothing
 
-            def load() -> None:
-                markets = ex.load_markets(reload=True)
-                if not markets:
-                    raise ccxt.BadResponse(f"{ex.id} returned no markets")
+    def _load_markets(self) -> None:
+        ex = self.exchange
 
-            for what, fn in (
-                ("loading markets", load),
-                ("reading the clock", lambda: self.clock.sync(ex)),
-            ):
-                call_with_retry(
-                    ex,
-                    fn,
-                    f"{self.exchange_id}: {what}",
-                    self.retries,
-                    Backoff(self.retry_delay, self.retry_max_delay),
-                    self.redact,
-                )
-            self._markets_loaded = True
+        def load() -> None:
+            markets = ex.load_markets(reload=True)
+            if not markets:
+                raise ccxt.BadResponse(f"{ex.id} returned no markets")
+
+        for what, fn in (
+            ("loading markets", load),
+            ("reading the clock", lambda: self.clock.sync(ex)),
+        ):
+            call_with_retry(
+                ex,
+                fn,
+                f"{self.exchange_id}: {what}",
+                self.retries,
+                Backoff(self.retry_delay, self.retry_max_delay),
+                self.redact,
+            )
+        self._markets_loaded = True
 
     def stop(self, data=None) -> None:
         """Release one feed (or everything when called without ``data``, as cerebro does)."""
