@@ -302,6 +302,11 @@ class CCXTFeed(bt.feed.DataBase):
             val = getattr(p, name)
             if not _is_num(val) or val < 0:
                 raise ConfigurationError(f"{name} must be a number >= 0, got {val!r}")
+        if p.ws_reconnect_delay <= 0:
+            raise ConfigurationError(
+                f"ws_reconnect_delay must be > 0 (a zero delay would reconnect in a tight "
+                f"loop), got {p.ws_reconnect_delay!r}"
+            )
         if p.ws_reconnect_delay > p.ws_max_reconnect_delay:
             raise ConfigurationError(
                 f"ws_reconnect_delay ({p.ws_reconnect_delay}) exceeds ws_max_reconnect_delay "
@@ -345,12 +350,12 @@ class CCXTFeed(bt.feed.DataBase):
         if not p.backfill_start:
             since = forming
         elif p.fromdate is not None:
-            since = _to_ms(p.fromdate) - tf.ms
+            since = tf.open_of(_to_ms(p.fromdate))  # the candle that closes at fromdate
         else:
             since = forming - p.backfill_bars * tf.ms
         until = None
         if p.todate is not None:
-            until = _to_ms(p.todate) - tf.ms + 1
+            until = tf.open_of(_to_ms(p.todate)) + 1  # up to the candle closing at todate
         grace = p.poll_grace if p.poll_grace is not None else min(1.0, tf.ms / 4000)
         stall = p.ws_stall_timeout
         if stall is None:

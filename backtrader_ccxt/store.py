@@ -80,9 +80,9 @@ class CCXTStore:
             )
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ConfigurationError(f"retries must be an integer >= 0, got {retries!r}")
-        if not (0 <= retry_delay <= retry_max_delay):
+        if not (0 < retry_delay <= retry_max_delay):
             raise ConfigurationError(
-                f"need 0 <= retry_delay <= retry_max_delay, got {retry_delay!r}, {retry_max_delay!r}"
+                f"need 0 < retry_delay <= retry_max_delay, got {retry_delay!r}, {retry_max_delay!r}"
             )
         self.exchange_id = exchange
         self._config = copy.deepcopy(dict(config or {}))

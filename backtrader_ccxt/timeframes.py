@@ -65,10 +65,17 @@ class Timeframe:
 
     def close_of(self, open_ms: int) -> int:
         """The close time (= the next candle's open) of the candle opening at ``open_ms``."""
+        return self._shift(open_ms, 1)
+
+    def open_of(self, close_ms: int) -> int:
+        """The open time of the candle closing at ``close_ms`` (calendar-exact)."""
+        return self._shift(close_ms, -1)
+
+    def _shift(self, t_ms: int, sign: int) -> int:
         if not self.is_calendar:
-            return open_ms + self.ms
-        months = self.amount * _CALENDAR_UNITS[self.unit]
-        dt = datetime.fromtimestamp(open_ms / 1000, tz=timezone.utc)
+            return t_ms + sign * self.ms
+        months = sign * self.amount * _CALENDAR_UNITS[self.unit]
+        dt = datetime.fromtimestamp(t_ms / 1000, tz=timezone.utc)
         month0 = dt.month - 1 + months
         year = dt.year + month0 // 12
         month = month0 % 12 + 1

@@ -39,6 +39,11 @@ STORE_CASES = {
     ),
     "negative retries": ({"exchange": "binance", "retries": -1}, ConfigurationError, ["-1"]),
     "retries not an int": ({"exchange": "binance", "retries": "3"}, ConfigurationError, ["'3'"]),
+    "zero retry delay": (
+        {"exchange": "binance", "retry_delay": 0},
+        ConfigurationError,
+        ["0 < retry_delay"],
+    ),
     "retry delays inverted": (
         {"exchange": "binance", "retry_delay": 5.0, "retry_max_delay": 1.0},
         ConfigurationError,
@@ -122,6 +127,11 @@ FEED_CASES = {
         {"ws_reconnect_delay": 10.0, "ws_max_reconnect_delay": 1.0},
         ConfigurationError,
         ["10.0", "1.0"],
+    ),
+    "zero reconnect delay": (
+        {"ws_reconnect_delay": 0},
+        ConfigurationError,
+        ["ws_reconnect_delay", "> 0", "0"],
     ),
     "negative poll_grace": ({"poll_grace": -1}, ConfigurationError, ["poll_grace", "-1"]),
     "qcheck a string": ({"qcheck": "fast"}, ConfigurationError, ["qcheck", "'fast'"]),

@@ -285,3 +285,46 @@ def test_a_fatal_stream_error_ends_the_feed_with_a_clear_notification(ex):
     assert messages[-1][0] == "DISCONNECTED"
     assert "AuthenticationError" in messages[-1][1] and "Invalid API-key" in messages[-1][1]
     assert store.stats["reconnects"] == 0  # fatal: no reconnect loop
+
+
+class _FlakyStreamStore(CCXTStore):
+    """The socket layer fails twice with a raw (non-ccxt) error, as aiohttp does when ccxt
+    writes to a closing transport; then the stream works."""
+
+    def new_async_exchange(self):
+        ex = super().new_async_exchange()
+        real = ex.watch_ohlcv_for_symbols
+        failures = [ConnectionResetError("Cannot write to closing transport")] * 2
+
+        async def flaky(*args, **kwargs):
+            if failures:
+                raise failures.pop()
+            return await real(*args, **kwargs)
+
+        ex.watch_ohlcv_for_symbols = flaky
+        return ex
+
+
+def test_a_raw_socket_error_is_retried_not_fatal(ex):
+    store = _FlakyStreamStore("binance", config=ex.ccxt_config())
+    cerebro = bt.Cerebro(stdstats=False)
+    add_feeds(cerebro, store, ["ETH/USDT"], backfill_bars=4, **WS)
+    strat = run(cerebro, live_bars=3)
+    check_exact(ex, strat, ["ETH/USDT"])
+    assert store.stats["reconnects"] >= 2
+    assert "DISCONNECTED" not in strat.statuses["ETH/USDT"]
+
+
+def test_a_backfill_that_fails_is_retried_before_any_streamed_bar(ex):
+    """No retries left in the store, and the backfill's REST call fails: the worker retries
+    the backfill (CONNBROKEN meanwhile) instead of starting with a live bar and a hole."""
+    store = store_for(ex, retries=0)
+    ex.faults.rest_errors("5xx", count=2, path="/api/v3/klines")
+    cerebro = bt.Cerebro(stdstats=False)
+    add_feeds(cerebro, store, ["BTC/USDT"], backfill_bars=20, **WS)
+    strat = run(cerebro, live_bars=2)
+    bars = strat.bars["BTC/USDT"]
+    assert strat.seam["BTC/USDT"] >= 20  # the history came first, all of it
+    check_exact(ex, strat, ["BTC/USDT"])
+    assert strat.statuses["BTC/USDT"][:3] == ["DELAYED", "CONNBROKEN", "LIVE"]
+    assert len(bars) >= 22

@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger(__name__)
@@ -73,10 +74,11 @@ class LoopThread:
             return True
         if threading.current_thread() is self._thread:
             raise RuntimeError("LoopThread.stop() called from its own thread")
+        deadline = time.monotonic() + timeout  # one budget for closing and joining
         if on_stop is not None and self._thread.is_alive():
             fut = self.submit(on_stop())
             try:
-                fut.result(timeout)
+                fut.result(max(0.0, deadline - time.monotonic() - 0.2))
             except concurrent.futures.TimeoutError:
                 log.warning("%s: shutdown did not finish within %.1fs", self.name, timeout)
                 fut.cancel()
@@ -84,7 +86,7 @@ class LoopThread:
                 log.exception("%s: error while shutting down", self.name)
         if self._thread.is_alive():
             self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
         ended = not self._thread.is_alive()
         if not ended:
             log.warning("%s: thread did not end within %.1fs", self.name, timeout)

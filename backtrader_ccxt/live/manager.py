@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import ccxt
 
 from ..bars import Bar, Status, bar_from_row
-from ..errors import ExchangeRequestError, FatalExchangeError
+from ..errors import ExchangeRequestError, FatalExchangeError, is_retryable
 from ..paging import Page, Paginator
 from ..rest import RestTarget, fetch_page_async, walk_async
 from ..retry import Backoff
@@ -232,7 +232,7 @@ class StreamManager:
         else:
             groups = [[k] for k in new_keys]
         for keys in groups:
-            self._spawn(self._watch(keys, multi, first), f"watch {len(keys)} streams")
+            self._spawn(self._guard_watch(keys, multi, first), f"watch {len(keys)} streams")
 
     def _drop(self, sub: _Subscription) -> None:
         sub.finished = True
@@ -271,8 +271,9 @@ class StreamManager:
         except FatalExchangeError as exc:
             sub.emit(Status("DISCONNECTED", str(exc), fatal=True))
         except Exception as exc:  # noqa: BLE001 - reported to the feed, never lost
-            log.exception("%s: worker failed", sub.spec.label)
-            sub.emit(Status("DISCONNECTED", self._store.redact(f"internal error: {exc}"), True))
+            reason = self._store.redact(f"internal error: {type(exc).__name__}: {exc}")
+            log.error("%s: worker failed: %s", sub.spec.label, reason)
+            sub.emit(Status("DISCONNECTED", reason, True))
         finally:
             sub.finished = True
 
@@ -326,28 +327,25 @@ class StreamManager:
                     rows = await asyncio.wait_for(ex.watch_ohlcv(s, tf), spec.stall_timeout)
                     items = [(s, tf, rows)]
             except asyncio.TimeoutError:
+                if self._socket_alive(spec.stall_timeout):
+                    continue  # a quiet symbol on a socket that still talks: not a stall
                 reason = f"no message for {spec.stall_timeout:.1f}s (stalled)"
                 self.stats["stalls"] += 1
                 self._kill_connections(reason)
-            except ccxt.NetworkError as exc:
-                reason = self._store.redact(f"{type(exc).__name__}: {exc}")
             except ccxt.ExchangeClosedByUser:
                 return
-            except ccxt.BaseError as exc:
+            except Exception as exc:  # noqa: BLE001 - ccxt passes raw socket errors through
                 reason = self._store.redact(f"{type(exc).__name__}: {exc}")
-                log.error("stream %s failed for good: %s", pairs, reason)
-                for key in keys:
-                    for sub in self._routes.get(key, []):
-                        sub.post(_Fatal(reason))
-                return
+                if not is_retryable(exc):
+                    log.error("stream %s failed for good: %s", pairs, reason)
+                    self._post(keys, _Fatal(reason))
+                    return
             else:
                 recv = clock.now_ms()
                 backoff.reset()
                 if not healthy:
                     healthy = True
-                    for key in keys:
-                        for sub in self._routes.get(key, []):
-                            sub.post(_Healthy(epoch))
+                    self._post(keys, _Healthy(epoch))
                 for s, tf, rows in items:
                     copied = [list(r) for r in rows]
                     for sub in self._routes.get((s, tf), []):
@@ -357,13 +355,36 @@ class StreamManager:
                 healthy = False
                 self.stats["disconnects"] += 1
                 log.warning("stream %s lost: %s", [p[0] for p in pairs][:5], reason)
-                for key in keys:
-                    for sub in self._routes.get(key, []):
-                        sub.post(_Broken(reason))
+                self._post(keys, _Broken(reason))
             epoch += 1
             delay = backoff.next_delay()
             self.stats["reconnects"] += 1
             await asyncio.sleep(delay)
+
+    async def _guard_watch(self, keys: list[tuple[str, str]], multi: bool, spec: FeedSpec) -> None:
+        """A watcher that ends unexpectedly takes its feeds down loudly, never silently."""
+        try:
+            await self._watch(keys, multi, spec)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported to the feeds
+            reason = self._store.redact(f"stream watcher failed: {type(exc).__name__}: {exc}")
+            log.error("%s", reason)
+            self._post(keys, _Fatal(reason))
+
+    def _post(self, keys: list[tuple[str, str]], event) -> None:
+        for key in keys:
+            for sub in self._routes.get(key, []):
+                sub.post(event)
+
+    def _socket_alive(self, window_s: float) -> bool:
+        """Whether any socket of our instance received a frame within ``window_s``."""
+        now = self._exchange.milliseconds()
+        for client in list(getattr(self._exchange, "clients", {}).values()):
+            last = getattr(client, "last_message_at", None)
+            if last is not None and now - last < window_s * 1000 and not client.closed():
+                return True
+        return False
 
     def _on_final(self, symbol: str, timeframe: str, row: list) -> None:
         """Called by ccxt's frame handler (loop thread) for each frame marked final."""
@@ -386,7 +407,13 @@ class StreamManager:
             tf, tolerance_ms=min(50, tf.ms // 20), trust_successor=not self._flags
         )
         assert sub.events is not None
+        # the backfill must complete before any streamed bar: retry it (CONNBROKEN meanwhile)
+        retry = Backoff(spec.reconnect_delay, spec.max_reconnect_delay)
         await self._fill(sub, target, spec.since_ms, asm, "backfill")
+        while sub.rest_broken:
+            sub.emit(Status("CONNBROKEN", "backfill failed; retrying"))
+            await asyncio.sleep(retry.next_delay())
+            await self._fill(sub, target, None, asm, "backfill")
         if self._check_end(sub):
             return
         sub.update_health()

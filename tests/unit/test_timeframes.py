@@ -234,3 +234,20 @@ def test_resolve_accepts_backtrader_sizes():
     assert resolve(bt.TimeFrame.Minutes, 60, BINANCE) == Timeframe(1, "h")
     with pytest.raises(UnsupportedTimeframeError):
         resolve(bt.TimeFrame.Minutes, 2, BINANCE)
+
+
+def test_open_of_is_the_calendar_exact_inverse_of_close_of():
+    from datetime import datetime, timezone
+
+    from backtrader_ccxt.timeframes import parse
+
+    def ms(*args):
+        return int(datetime(*args, tzinfo=timezone.utc).timestamp() * 1000)
+
+    month = parse("1M")
+    assert month.open_of(ms(2024, 4, 1)) == ms(2024, 3, 1)  # March has 31 days, not 30
+    assert month.open_of(ms(2024, 3, 1)) == ms(2024, 2, 1)  # a leap February
+    assert parse("1y").open_of(ms(2025, 1, 1)) == ms(2024, 1, 1)
+    for tf in ("1s", "15m", "4h", "1w", "1M", "3M"):
+        t = parse(tf)
+        assert t.open_of(t.close_of(ms(2023, 1, 1))) == ms(2023, 1, 1)
