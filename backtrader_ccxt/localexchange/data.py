@@ -241,9 +241,13 @@ def _trades(volume_units: int) -> int:
     return 1 + volume_units * 3 // _UNITS
 
 
-def _make_candle(tf: Timeframe, k: int, o: int, h: int, lo: int, c: int, v: int) -> Candle:
+def _make_candle(
+    tf: Timeframe, k: int, o: int, h: int, lo: int, c: int, v: int, n: int | None = None
+) -> Candle:
+    """Candle ``k`` in Binance's shape from integer units; ``n`` trades (default: from ``v``)."""
     open_ms = tf.open_of(k)
-    n = _trades(v)
+    if n is None:
+        n = _trades(v)
     q = v * (o + h + lo + c) // (4 * _UNITS)
     first = k * 100_000 if n else -1
     return Candle(
@@ -381,24 +385,7 @@ class Replay:
         n = (_trades(v) * (j + 1)) // (self.updates + 1)
         if v and not n:
             n = 1
-        q = vol * (o + high + low + price) // (4 * _UNITS)
-        first = k * 100_000 if n else -1
-        open_ms = tf.open_of(k)
-        return Candle(
-            open_ms=open_ms,
-            close_ms=open_ms + tf.ms - 1,
-            o=fmt_units(o),
-            h=fmt_units(high),
-            l=fmt_units(low),
-            c=fmt_units(price),
-            v=fmt_units(vol),
-            q=fmt_units(q),
-            n=n,
-            taker_base=fmt_units(vol // 2),
-            taker_quote=fmt_units(q // 2),
-            first_trade=first,
-            last_trade=first + n - 1 if n else -1,
-        )
+        return _make_candle(tf, k, o, high, low, price, vol, n)
 
     def forming(self, symbol: str, tf: Timeframe, now_ms: int) -> Candle:
         """The forming candle as of ``now_ms``: the state shown by the latest partial update."""
