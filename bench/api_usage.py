@@ -159,11 +159,7 @@ def plot(runs: list[dict], quick: bool) -> None:
     ax.set_title("Live API use is linear in bars")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    bl.IMG_DIR.mkdir(parents=True, exist_ok=True)
-    out = bl.IMG_DIR / ("api_usage_quick.png" if quick else "api_usage.png")
-    fig.savefig(out, dpi=100)
-    print(f"plot: {out.relative_to(bl.ROOT)}")
+    bl.save_plot(fig, "api_usage", quick)
 
 
 if __name__ == "__main__":

@@ -273,11 +273,7 @@ def plot(figures: dict, n: int, quick: bool) -> None:
     ax.set_title(f"Backfill of {n:,} 1s bars into cerebro (enableRateLimit False)")
     ax.grid(True, axis="x", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    bl.IMG_DIR.mkdir(parents=True, exist_ok=True)
-    out = bl.IMG_DIR / ("backfill_quick.png" if quick else "backfill.png")
-    fig.savefig(out, dpi=100)
-    print(f"plot: {out.relative_to(bl.ROOT)}")
+    bl.save_plot(fig, "backfill", quick)
 
 
 if __name__ == "__main__":

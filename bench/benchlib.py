@@ -8,7 +8,6 @@ threads (the local exchange's server thread, ccxt.pro's loop, backtrader's threa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -16,7 +15,6 @@ import platform
 import sys
 import threading
 import time
-import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -408,41 +406,20 @@ class Probe(bt.Strategy):
             self.env.runstop()
 
 
-class _AsyncioWithTimeout(types.ModuleType):
-    """asyncio, except that ``wait_for`` awaits in place under ``asyncio.timeout`` instead
-    of wrapping the awaitable in a new task (what Python 3.11's ``wait_for`` does)."""
-
-    def __getattr__(self, name):
-        return getattr(asyncio, name)
-
-    @staticmethod
-    async def wait_for(aw, timeout):
-        if timeout is None:
-            return await aw
-        async with asyncio.timeout(timeout):
-            return await aw
-
-
-@contextlib.contextmanager
-def wait_for_patch(enabled: bool = True):
-    """Bench-only experiment (``--what-if``): inside the block, the stream manager's
-    ``asyncio.wait_for`` calls await in place (Python >= 3.11). Not the package's code."""
-    from backtrader_ccxt.live import manager
-
-    saved = manager.asyncio
-    if enabled:
-        manager.asyncio = _AsyncioWithTimeout("asyncio")
-    try:
-        yield
-    finally:
-        manager.asyncio = saved
-
-
 def utc_ms(dt) -> int:
     """A naive-UTC datetime (backtrader's convention) as epoch ms."""
     from datetime import timezone
 
     return round(dt.replace(tzinfo=timezone.utc).timestamp() * 1000)
+
+
+def save_plot(fig, name: str, quick: bool) -> None:
+    """Lay out ``fig`` and write it to docs/img/<name>[_quick].png."""
+    fig.tight_layout()
+    IMG_DIR.mkdir(parents=True, exist_ok=True)
+    out = IMG_DIR / (f"{name}_quick.png" if quick else f"{name}.png")
+    fig.savefig(out, dpi=100)
+    print(f"plot: {out.relative_to(ROOT)}")
 
 
 def plt():

@@ -198,11 +198,7 @@ def plot(results: dict, quick: bool) -> None:
     ax.set_title("WebSocket mode vs floor, per bar")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    bl.IMG_DIR.mkdir(parents=True, exist_ok=True)
-    out = bl.IMG_DIR / ("latency_quick.png" if quick else "latency.png")
-    fig.savefig(out, dpi=100)
-    print(f"plot: {out.relative_to(bl.ROOT)}")
+    bl.save_plot(fig, "latency", quick)
 
 
 if __name__ == "__main__":

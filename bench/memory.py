@@ -284,11 +284,7 @@ def plot(fl: dict, hist: dict, lv: dict | None, n: int, quick: bool) -> None:
         ax.set_ylim(bottom=0)
         ax.set_title(f"RSS, live: {lv['symbols']} WebSocket feeds, 1s bars")
         ax.grid(True, alpha=0.3)
-    fig.tight_layout()
-    bl.IMG_DIR.mkdir(parents=True, exist_ok=True)
-    out = bl.IMG_DIR / ("memory_quick.png" if quick else "memory.png")
-    fig.savefig(out, dpi=100)
-    print(f"plot: {out.relative_to(bl.ROOT)}")
+    bl.save_plot(fig, "memory", quick)
 
 
 if __name__ == "__main__":

@@ -21,11 +21,8 @@ same N symbols on its own thread and loop. "frame": when it has parsed a candle'
 "watch": when its bare ``watch_ohlcv_for_symbols`` loop returns the successor candle. Its CPU
 is its thread's.
 
---what-if repeats each size in two bench-only variants (not the package's behaviour):
+--what-if repeats each size in a bench-only variant (not the package's behaviour):
 
-* "wait_for patched": the stream manager's ``asyncio.wait_for`` awaits in place (as on
-  Python >= 3.12). On Python <= 3.11 ``wait_for(queue.get(), 0)`` times out even when the
-  queue holds events, which a worker whose confirmation deadline has passed hits every time;
 * "no closed flag": the package's reading of Binance's ``k.x`` flag (``live.closeflags``) is
   switched off, so the generic rules for venues without one decide (a candle closes when its
   successor arrives through ``watch_ohlcv_for_symbols``, else a REST confirmation).
@@ -74,10 +71,7 @@ def apply_variant(name: str):
     """Apply a bench-only variant (see the module docstring) for the duration of a run."""
     from backtrader_ccxt.live import closeflags
 
-    if name == "wait_for patched":
-        with bl.wait_for_patch():
-            yield
-    elif name == "no closed flag":
+    if name == "no closed flag":
         saved = closeflags.install
         closeflags.install = lambda exchange, on_final: False
         try:
@@ -224,8 +218,6 @@ def main(argv=None) -> int:
 
     results: dict[str, list[dict]] = {"as shipped": []}
     if args.what_if:
-        if sys.version_info >= (3, 11):
-            results["wait_for patched"] = []
         results["no closed flag"] = []
     with LocalExchange(symbols=symbols_for(max(sizes)), timeframes=("1s",), history=300) as ex:
         emitted = bl.Emissions(ex).times
@@ -313,11 +305,7 @@ def plot(results: dict, quick: bool) -> None:
     axes[1].set_yscale("log")
     axes[1].set_ylabel("ms from final frame to next() (log)")
     axes[1].set_title("Delivery lag")
-    fig.tight_layout()
-    bl.IMG_DIR.mkdir(parents=True, exist_ok=True)
-    out = bl.IMG_DIR / ("scale_quick.png" if quick else "scale.png")
-    fig.savefig(out, dpi=100)
-    print(f"plot: {out.relative_to(bl.ROOT)}")
+    bl.save_plot(fig, "scale", quick)
 
 
 if __name__ == "__main__":
