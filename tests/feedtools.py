@@ -79,6 +79,24 @@ def run(cerebro: bt.Cerebro, **strategy_kwargs) -> Recorder:
     return cerebro.run()[0]
 
 
+def run_historical(store, symbol: str, timeframe: str, fromdate, todate, name=None, **kwargs):
+    """A ``historical=True`` backtest of one feed, recorded; ``runonce=False`` so that the
+    strategy receives the feed's notifications too."""
+    cerebro = bt.Cerebro(stdstats=False, runonce=False)
+    cerebro.adddata(
+        store.getdata(
+            dataname=symbol,
+            name=name or symbol,
+            timeframe=timeframe,
+            fromdate=fromdate,
+            todate=todate,
+            historical=True,
+            **kwargs,
+        )
+    )
+    return run(cerebro, live_bars=None)
+
+
 def assert_contiguous(bars: list[tuple], timeframe: str) -> None:
     """Strictly increasing, one bar per candle (the local exchange omits none by default)."""
     step = timedelta(milliseconds=parse(timeframe).ms)

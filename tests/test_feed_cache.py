@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import backtrader as bt
 import pytest
-from feedtools import EPOCH, expected_for, run
+from feedtools import EPOCH, expected_for, run, run_historical
 
 from backtrader_ccxt import CCXTStore, ConfigurationError, HistoryCache
 from backtrader_ccxt.localexchange import LocalExchange
@@ -27,20 +27,10 @@ def klines(ex) -> int:
 
 def backtest(ex, cache, fromdate, todate):
     store = CCXTStore("binance", config=ex.ccxt_config())
-    cerebro = bt.Cerebro(stdstats=False)
-    cerebro.adddata(
-        store.getdata(
-            dataname="BTC/USDT",
-            name="BTC",
-            timeframe="1s",
-            fromdate=fromdate,
-            todate=todate,
-            historical=True,
-            ohlcv_limit=1000,
-            cache=cache,
-        )
+    strat = run_historical(
+        store, "BTC/USDT", "1s", fromdate, todate, name="BTC", ohlcv_limit=1000, cache=cache
     )
-    return run(cerebro, live_bars=None).bars["BTC"]
+    return strat.bars["BTC"]
 
 
 def test_a_second_backtest_fetches_only_the_missing_tail(ex, tmp_path):

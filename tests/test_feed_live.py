@@ -8,7 +8,15 @@ from datetime import timedelta
 
 import backtrader as bt
 import pytest
-from feedtools import EPOCH, assert_contiguous, expected_for, run, to_ms, truth
+from feedtools import (
+    EPOCH,
+    assert_contiguous,
+    expected_for,
+    run,
+    run_historical,
+    to_ms,
+    truth,
+)
 
 from backtrader_ccxt import CCXTStore
 from backtrader_ccxt.localexchange import LocalExchange
@@ -96,19 +104,8 @@ def test_historical_pagination_over_3000_1m_bars(ex):
     fromdate = EPOCH + timedelta(milliseconds=first_open + 60_000)  # the first bar's close
     todate = fromdate + timedelta(minutes=3099)
     store = store_for(ex)
-    cerebro = bt.Cerebro(stdstats=False, runonce=False)  # runonce delivers no notifications
-    cerebro.adddata(
-        store.getdata(
-            dataname="BTC/USDT",
-            name="BTC",
-            timeframe="1m",
-            fromdate=fromdate,
-            todate=todate,
-            historical=True,
-        )
-    )
     before = ex.stats.snapshot()
-    strat = run(cerebro, live_bars=None)
+    strat = run_historical(store, "BTC/USDT", "1m", fromdate, todate, name="BTC")
     after = ex.stats.snapshot()
 
     bars = strat.bars["BTC"]

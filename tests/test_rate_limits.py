@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import backtrader as bt
 import ccxt
-from feedtools import EPOCH, run
+from feedtools import EPOCH, run_historical
 
 from backtrader_ccxt import CCXTStore
 from backtrader_ccxt.localexchange import LocalExchange
@@ -22,19 +21,9 @@ def klines_log(ex) -> list[tuple[int, str | None]]:
 def historical(ex, store, bars: int, **kwargs):
     now = ex.now_ms()
     first_open = now - now % 1000 - (bars + 5) * 1000
-    cerebro = bt.Cerebro(stdstats=False, runonce=False)
-    cerebro.adddata(
-        store.getdata(
-            dataname="BTC/USDT",
-            name="BTC/USDT",
-            timeframe="1s",
-            historical=True,
-            fromdate=EPOCH + timedelta(milliseconds=first_open + 1000),
-            todate=EPOCH + timedelta(milliseconds=first_open + bars * 1000),
-            **kwargs,
-        )
-    )
-    return run(cerebro, live_bars=None)
+    fromdate = EPOCH + timedelta(milliseconds=first_open + 1000)
+    todate = EPOCH + timedelta(milliseconds=first_open + bars * 1000)
+    return run_historical(store, "BTC/USDT", "1s", fromdate, todate, **kwargs)
 
 
 def test_retry_after_is_honoured_before_the_next_attempt():
