@@ -33,6 +33,8 @@ class ExchangeClock:
         #: trip of the measurement, plus 2 ms); 0 for an injected clock
         self.margin_ms = 0
         self.synced = now is not None
+        #: how long ccxt's rate limiter held the measuring request (kept out of the offset)
+        self.waited_ms = 0.0
 
     def now_ms(self) -> int:
         if self._now is not None:
@@ -55,13 +57,21 @@ class ExchangeClock:
             log.warning("%s has no fetchTime: using the local clock as exchange time", exchange.id)
             self.synced = True
             return
-        t0 = time.time()
+        # Time the request itself, not ccxt's rate limiter: right after load_markets,
+        # fetch_time first waits out the limiter's delay (100+ ms on some venues), which
+        # would bias the offset by half of it. ccxt stamps the moment the request leaves,
+        # after the throttle, in lastRestRequestTimestamp.
+        called = time.time()
         server_ms = exchange.fetch_time()
         t1 = time.time()
+        left = getattr(exchange, "lastRestRequestTimestamp", 0) or 0
+        t0 = left / 1000.0 if called - 0.001 <= left / 1000.0 <= t1 else called
         if not isinstance(server_ms, int | float):
             # an unreadable body (ccxt returns None for it): retryable, like a bad page
             raise ccxt.BadResponse(f"{exchange.id} fetch_time returned {server_ms!r}")
         self.offset_ms = float(server_ms) - (t0 + t1) * 500.0
+        # the true offset lies within half the round trip of this one (plus the 1 ms steps
+        # of the stamps): every "closed by now" judgement keeps that margin
         self.margin_ms = int((t1 - t0) * 500.0) + 2
         self.synced = True
         log.debug(
@@ -70,3 +80,4 @@ class ExchangeClock:
             self.offset_ms,
             (t1 - t0) * 1000,
         )
+        self.waited_ms = (t0 - called) * 1000.0  # the limiter's wait, kept out of the offset

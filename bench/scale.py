@@ -23,9 +23,9 @@ is its thread's.
 
 --what-if repeats each size in a bench-only variant (not the package's behaviour):
 
-* "no closed flag": the package's reading of Binance's ``k.x`` flag (``live.closeflags``) is
-  switched off, so the generic rules for venues without one decide (a candle closes when its
-  successor arrives through ``watch_ohlcv_for_symbols``, else a REST confirmation).
+* "no closed flag": the package's reading of Binance's ``k.x`` flag (the venue adapter,
+  ``venues.binance``) is switched off, so the timing rule for venues without one decides (a
+  change seen after the close, then the successor; else a REST confirmation).
 """
 
 from __future__ import annotations
@@ -69,15 +69,16 @@ class Window:
 @contextlib.contextmanager
 def apply_variant(name: str):
     """Apply a bench-only variant (see the module docstring) for the duration of a run."""
-    from backtrader_ccxt.live import closeflags
+    from backtrader_ccxt import venues
+    from backtrader_ccxt.live import manager
 
     if name == "no closed flag":
-        saved = closeflags.install
-        closeflags.install = lambda exchange, on_final: False
+        saved = manager.adapter_for
+        manager.adapter_for = lambda exchange_id: venues.GENERIC
         try:
             yield
         finally:
-            closeflags.install = saved
+            manager.adapter_for = saved
     else:
         yield
 

@@ -1,0 +1,54 @@
+"""What the stream transport tells a feed's stream machine: immutable events, loop thread only.
+
+The transport (:mod:`.transport`) turns what ccxt.pro does into these; the stream machine
+(:mod:`.streammachine`) decides what they mean for bars. Neither imports the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["Broken", "Fatal", "Frame", "Healthy", "StreamEvent"]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One candle state the venue sent, in arrival order.
+
+    ``row`` is ccxt's parsed ``[open_ms, o, h, l, c, v]`` (a copy). ``final`` is the venue's
+    own closed flag read from the raw frame: True (the venue says this is the candle's final
+    state), False (the venue says it is a partial update), None (the venue sends no flag, or
+    this frame did not carry one). ``recv_ms`` is the exchange-clock time at which the frame
+    arrived; ``epoch`` counts the connection's breaks (a frame of another epoch came over
+    another connection).
+    """
+
+    row: list
+    final: bool | None
+    recv_ms: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Broken:
+    """The connection carrying this stream was lost (or declared dead by the watchdog)."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Healthy:
+    """The stream talks again after a break (the first frame or answer of the new
+    connection); everything between the break and now must come from REST."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Fatal:
+    """The stream failed for good (bad symbol, no such channel, credentials...)."""
+
+    reason: str
+
+
+StreamEvent = Frame | Broken | Healthy | Fatal

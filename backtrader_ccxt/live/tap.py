@@ -1,0 +1,104 @@
+"""Every candle frame of a ccxt.pro instance, as it arrives: the transport's raw-frame hook.
+
+ccxt.pro hands a ``watch_ohlcv`` caller the rows touched since its last call, only if its
+future was waiting when the frame arrived, for one symbol per resolve, and from a cache that
+keeps one row per timestamp (a re-sent old frame overwrites the final before it is read).
+So the transport does not learn candles from watch results. Instead:
+
+- each watched ``(symbol, timeframe)`` gets a :class:`TapCache` in ``exchange.ohlcvs``
+  before the first frame: ccxt's own handler appends each parsed row to it, and the tap
+  copies every append, at arrival, to ``on_row`` - whatever the venue, including one whose
+  message hashes mix timeframes (Kraken), since the cache is per timeframe;
+- where the venue adapter reads a closed flag, ``handle_ohlcv`` is wrapped to read the raw
+  frame's flags first, so each append carries the venue's own word on finality.
+
+Watch calls remain, to subscribe and to learn of errors and breaks. This module depends on
+ccxt.pro's handler name and on its per-timeframe cache; the venue tests catch a change.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from ccxt.async_support.base.ws.cache import ArrayCacheByTimestamp
+
+from ..venues import VenueAdapter
+
+log = logging.getLogger(__name__)
+
+__all__ = ["FrameTap", "TapCache"]
+
+#: ``on_row(symbol, timeframe, row, final)``, called on the loop thread as frames arrive
+OnRow = Callable[[str, str, list, "bool | None"], None]
+
+
+class TapCache(ArrayCacheByTimestamp):
+    """ccxt's per-(symbol, timeframe) row cache, reporting every append."""
+
+    def __init__(self, max_size: int, tap: FrameTap, symbol: str, timeframe: str) -> None:
+        super().__init__(max_size)
+        self._tap = tap
+        self._symbol = symbol
+        self._timeframe = timeframe
+
+    def append(self, item: list) -> None:
+        row = list(item)  # ccxt overwrites its rows in place later: copy now
+        super().append(item)
+        self._tap.appended(self._symbol, self._timeframe, row)
+
+
+class FrameTap:
+    """Installs the hook on one ccxt.pro instance; ``on_row`` receives every candle frame."""
+
+    def __init__(self, exchange, adapter: VenueAdapter, on_row: OnRow, rows: int = 10) -> None:
+        self.exchange = exchange
+        self.adapter = adapter
+        self.on_row = on_row
+        self.rows = rows
+        self._flags: dict | None = None
+        self.unreadable = 0
+        self._wrap()
+
+    def _wrap(self) -> None:
+        read = self.adapter.read_flags
+        original = getattr(self.exchange, "handle_ohlcv", None)
+        if read is None or original is None:
+            return
+        exchange = self.exchange
+
+        def handle_ohlcv(client, message):
+            try:
+                self._flags = read(exchange, client, message)
+            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+                self.unreadable += 1
+                log.debug("%s: unreadable candle frame: %s", exchange.id, exc)
+                self._flags = None
+            try:
+                original(client, message)
+            finally:
+                self._flags = None
+
+        exchange.handle_ohlcv = handle_ohlcv
+
+    def appended(self, symbol: str, timeframe: str, row: list) -> None:
+        flags = self._flags
+        final = flags.get((symbol, timeframe, row[0])) if flags else None
+        self.on_row(symbol, timeframe, row, final)
+
+    def watch(self, symbol: str, timeframe: str) -> None:
+        """Make sure frames of ``(symbol, timeframe)`` reach ``on_row`` (idempotent)."""
+        if self.tapped(symbol, timeframe):
+            return
+        ohlcvs = self.exchange.ohlcvs
+        if ohlcvs is None:
+            self.exchange.ohlcvs = ohlcvs = {}
+        by_tf = ohlcvs.get(symbol)
+        if by_tf is None:
+            by_tf = ohlcvs[symbol] = {}
+        by_tf[timeframe] = TapCache(self.rows, self, symbol, timeframe)
+
+    def tapped(self, symbol: str, timeframe: str) -> bool:
+        by_tf = (self.exchange.ohlcvs or {}).get(symbol) or {}
+        cache = by_tf.get(timeframe)
+        return isinstance(cache, TapCache) and cache._tap is self

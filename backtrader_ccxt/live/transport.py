@@ -1,0 +1,241 @@
+"""The WebSocket transport: subscribe, watch, reconnect, watchdog. It only emits events.
+
+One :class:`WatchGroup` is one ``watch_ohlcv_for_symbols`` (or ``watch_ohlcv``) call's
+worth of streams on one ccxt.pro instance. It
+
+- keeps one watch call pending at all times and awaits it directly (no ``wait_for``
+  wrapper, which registers ccxt's future a loop turn late: ccxt resolves only a future
+  already waiting). Candles do not come from the watch results anyway but from the frame
+  tap (:mod:`.tap`), as they arrive; the watch call is what subscribes, and what fails
+  when the connection does;
+- on a break (``NetworkError``, a raw socket error ccxt passes through, or the watchdog),
+  posts :class:`~.events.Broken`, waits a capped exponential backoff with jitter (reset
+  once the stream talks again) and watches again, which makes ccxt reconnect and
+  resubscribe; the first frame or answer afterwards posts :class:`~.events.Healthy`;
+- runs a watchdog beside the watch: a group that heard nothing for ``stall_timeout`` while
+  its sockets are silent too is declared dead (a quiet symbol on a socket that still talks
+  is not a stall); a connection older than ``max_age`` is refreshed the same way;
+- ends with :class:`~.events.Fatal` on an error that retrying cannot fix, or when the
+  optional reconnect budget is spent.
+
+Nothing here decides what a candle means.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import ccxt
+
+from ..errors import is_retryable
+from ..retry import Backoff
+from .events import Broken, Fatal, Frame, Healthy, StreamEvent
+from .tap import FrameTap
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TransportSettings", "WatchGroup"]
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True)
+class TransportSettings:
+    """How a group reconnects and when it gives a connection up (seconds)."""
+
+    reconnect_delay: float = 1.0
+    max_reconnect_delay: float = 30.0
+    stall_timeout: float = 30.0
+    max_age: float | None = None
+    reconnections: int | None = None  # consecutive failed attempts allowed; None: forever
+
+
+class WatchGroup:
+    """Watches ``keys`` on ``exchange`` until cancelled; posts events with ``post``.
+
+    ``post(key, event)`` and ``notify(kind, message, symbols)`` run on the loop thread.
+    ``now_ms`` is the exchange clock (frames are stamped with it at arrival).
+    """
+
+    def __init__(
+        self,
+        exchange,
+        tap: FrameTap,
+        keys: list[Key],
+        settings: TransportSettings,
+        *,
+        post: Callable[[Key, StreamEvent], None],
+        now_ms: Callable[[], int],
+        notify: Callable[[str, str, tuple[str, ...]], None] | None = None,
+        redact: Callable[[str], str] = str,
+        stats=None,
+    ) -> None:
+        self.exchange = exchange
+        self.tap = tap
+        self.keys = list(keys)
+        self.settings = settings
+        self._post = post
+        self._now_ms = now_ms
+        self._notify = notify or (lambda kind, message, symbols: None)
+        self._redact = redact
+        self.stats = stats if stats is not None else {}
+        self.multi = len(keys) > 1 or bool(exchange.has.get("watchOHLCVForSymbols"))
+        if len(keys) > 1 and not exchange.has.get("watchOHLCVForSymbols"):
+            raise ValueError("several keys in one group need watchOHLCVForSymbols")
+        self.epoch = 0
+        self.broken = False
+        self.last_heard = time.monotonic()
+        self.connected_at = time.monotonic()
+        self._kill_reason: str | None = None
+        self._backoff = Backoff(settings.reconnect_delay, settings.max_reconnect_delay)
+        self._attempts = 0
+        self.symbols = tuple(dict.fromkeys(s for s, _ in keys))
+
+    # -- frames (called by the tap's router, loop thread) ----------------------------------
+
+    def on_row(self, key: Key, row: list, final: bool | None) -> None:
+        self.last_heard = time.monotonic()
+        if self.broken:
+            self._healthy()
+        self._post(key, Frame(row, final, self._now_ms(), self.epoch))
+
+    def _healthy(self) -> None:
+        self.broken = False
+        self._backoff.reset()
+        self._attempts = 0
+        self.connected_at = time.monotonic()
+        self._notify("CONNECTION_RESTORED", "stream talks again", self.symbols)
+        for key in self.keys:
+            self._post(key, Healthy(self.epoch))
+
+    # -- the watch loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        watchdog = asyncio.get_running_loop().create_task(self._watchdog(), name="watchdog")
+        try:
+            await self._watch_loop()
+        finally:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+
+    async def _watch_loop(self) -> None:
+        ex = self.exchange
+        pairs = [[s, tf] for s, tf in self.keys]
+        while True:
+            for s, tf in self.keys:
+                self.tap.watch(s, tf)  # (again) before any frame of a new connection
+            try:
+                if self.multi:
+                    result = await ex.watch_ohlcv_for_symbols(pairs)
+                    items = [(s, tf, rows) for s, d in result.items() for tf, rows in d.items()]
+                else:
+                    s, tf = self.keys[0]
+                    items = [(s, tf, await ex.watch_ohlcv(s, tf))]
+            except ccxt.ExchangeClosedByUser:
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - ccxt passes raw socket errors through
+                killed, self._kill_reason = self._kill_reason, None
+                reason = killed or self._redact(f"{type(exc).__name__}: {exc}")
+                if killed is None and not is_retryable(exc):
+                    log.error("stream %s failed for good: %s", self._label(), reason)
+                    self._notify("FATAL", reason, self.symbols)
+                    self._post_all(Fatal(reason))
+                    return
+                if not await self._broke(reason):
+                    return
+                continue
+            self.last_heard = time.monotonic()
+            if self.broken:
+                self._healthy()
+            self._fallback(items)
+
+    def _fallback(self, items) -> None:
+        """Rows from a watch answer for a stream the tap does not see (ccxt replaced its
+        cache): re-tap it, and pass the rows on, timed now."""
+        for s, tf, rows in items:
+            key = (s, tf)
+            if key not in self._keyset or self.tap.tapped(s, tf):
+                continue
+            self.stats["stream_untapped"] += 1
+            self.tap.watch(s, tf)
+            now = self._now_ms()
+            for row in rows:
+                self._post(key, Frame(list(row), None, now, self.epoch))
+
+    @property
+    def _keyset(self) -> set[Key]:
+        return set(self.keys)
+
+    async def _broke(self, reason: str) -> bool:
+        """Report a break, then wait before the next attempt. False: give up."""
+        if not self.broken:
+            self.broken = True
+            self.stats["disconnects"] += 1
+            log.warning("stream %s lost: %s", self._label(), reason)
+            self._notify("CONNECTION_LOST", reason, self.symbols)
+            self._post_all(Broken(reason))
+        self.epoch += 1
+        self._attempts += 1
+        budget = self.settings.reconnections
+        if budget is not None and self._attempts > budget:
+            why = f"reconnect budget spent ({budget} attempts): {reason}"
+            log.error("stream %s: %s", self._label(), why)
+            self._notify("RECONNECT_BUDGET_SPENT", why, self.symbols)
+            self._post_all(Fatal(why))
+            return False
+        self.stats["reconnects"] += 1
+        await asyncio.sleep(self._backoff.next_delay())
+        return True
+
+    # -- the watchdog ----------------------------------------------------------------------
+
+    async def _watchdog(self) -> None:
+        s = self.settings
+        period = max(0.05, min(1.0, s.stall_timeout / 4))
+        while True:
+            await asyncio.sleep(period)
+            if self.broken:
+                continue
+            now = time.monotonic()
+            if now - self.last_heard > s.stall_timeout and not self._socket_alive(s.stall_timeout):
+                self.stats["stalls"] += 1
+                reason = f"no message for {s.stall_timeout:.1f}s (stalled)"
+                self._notify("STALL", reason, self.symbols)
+                self._kill(reason)
+            elif s.max_age is not None and now - self.connected_at > s.max_age:
+                self.stats["connection_refreshes"] += 1
+                self._kill(f"connection older than {s.max_age:.0f}s: refreshed")
+
+    def _socket_alive(self, window_s: float) -> bool:
+        """Whether any socket of the instance received a frame within ``window_s``."""
+        now = self.exchange.milliseconds()
+        for client in list(getattr(self.exchange, "clients", {}).values()):
+            last = getattr(client, "last_message_at", None)
+            if last is not None and now - last < window_s * 1000 and not client.closed():
+                return True
+        return False
+
+    def _kill(self, reason: str) -> None:
+        """Treat the instance's sockets as dead, as a network drop would: the pending watch
+        fails and the loop reconnects."""
+        self._kill_reason = reason
+        self.connected_at = time.monotonic()
+        for client in list(getattr(self.exchange, "clients", {}).values()):
+            client.on_error(ccxt.NetworkError(reason))
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def _post_all(self, event: StreamEvent) -> None:
+        for key in self.keys:
+            self._post(key, event)
+
+    def _label(self) -> str:
+        shown = ", ".join(self.symbols[:5])
+        more = f" and {len(self.symbols) - 5} more" if len(self.symbols) > 5 else ""
+        return f"{self.exchange.id} [{shown}{more}]"

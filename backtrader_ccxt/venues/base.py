@@ -1,0 +1,59 @@
+"""The one small interface every venue adapter implements.
+
+An adapter holds what is particular to one venue family and nothing else: how to read the
+venue's own "candle closed" flag from a raw WebSocket frame (ccxt.pro parses it away), how
+long after a candle's close the flagged final may still arrive, and how many streams one
+connection may carry. The stream core stays venue-blind: it asks the adapter, never the
+exchange id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+__all__ = ["FlagReader", "VenueAdapter"]
+
+#: ``(exchange, client, message) -> {open_ms: final}`` for a raw candle frame, or None when
+#: the message is not one of the candle frames the feeds watch. ``final`` is True for a frame
+#: the venue marks final, False for one it marks partial, None where the frame has no flag.
+FlagReader = Callable[[object, object, object], "dict[int, bool | None] | None"]
+
+
+@dataclass(frozen=True)
+class VenueAdapter:
+    """What the stream core needs to know about one venue family.
+
+    - ``name``: the family, for logs and the venue table.
+    - ``rule``: ``"flag"`` where :attr:`read_flags` reads a closed flag the venue always sends
+      (a candle closed without a flagged final then comes from REST), ``"flag-or-timing"``
+      where the flag may be missing (frames without it fall back to the timing rule),
+      ``"timing"`` where the venue sends no flag (the generic rule of
+      :mod:`..live.streammachine`).
+    - ``read_flags``: see :data:`FlagReader`; None for ``"timing"`` venues.
+    - ``final_lag_ms``: how long after a candle's close its flagged final may still arrive on
+      a healthy connection (OKX sends it after the successor's first update at times). The
+      stream waits that long (at least the feed's grace) before confirming over REST.
+    - ``streams_per_connection``: the venue's cap of subscriptions on one connection; the
+      transport splits larger sets over several connections.
+    - ``one_timeframe_per_connection``: ccxt.pro cannot tell two timeframes of one symbol
+      apart on one connection (Kraken): each timeframe gets a ccxt.pro instance of its own.
+    - ``notes``: one line for the venue table (routing or REST quirks).
+    """
+
+    name: str
+    rule: str = "timing"
+    read_flags: FlagReader | None = None
+    final_lag_ms: int = 0
+    streams_per_connection: int = 200
+    one_timeframe_per_connection: bool = False
+    notes: str = ""
+    ids: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if self.rule not in ("flag", "flag-or-timing", "timing"):
+            raise ValueError(
+                f"rule must be 'flag', 'flag-or-timing' or 'timing', not {self.rule!r}"
+            )
+        if (self.read_flags is None) != (self.rule == "timing"):
+            raise ValueError(f"{self.name}: read_flags is required exactly for flag rules")

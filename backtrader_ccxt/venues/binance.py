@@ -1,0 +1,37 @@
+"""Binance family (spot, USD-M, COIN-M, Binance US): the kline frame's ``k.x`` flag.
+
+A kline event ``{"e": "kline", "s": .., "k": {"t": open_ms, "i": "1m", "x": bool, ..}}`` is
+sent about every second (every 2 s on spot 1m); the one with ``x: true`` is the candle's
+final state, sent at its close. ccxt.pro keeps ``[t, o, h, l, c, v]`` and drops ``x``.
+Mark- and index-price klines (other event names) are not what the feeds watch.
+"""
+
+from __future__ import annotations
+
+from .base import VenueAdapter
+
+__all__ = ["ADAPTER", "read_flags"]
+
+
+def read_flags(exchange, client, message) -> dict | None:
+    if not isinstance(message, dict) or message.get("e") != "kline":
+        return None
+    kline = message.get("k")
+    if not isinstance(kline, dict):
+        return None
+    market_type = "spot" if exchange.is_spot_url(client) else "contract"
+    symbol = exchange.safe_symbol(kline.get("s"), None, None, market_type)
+    timeframe = exchange.find_timeframe(kline.get("i"))
+    flag = kline.get("x")
+    return {(symbol, timeframe, int(kline["t"])): flag if isinstance(flag, bool) else None}
+
+
+ADAPTER = VenueAdapter(
+    name="binance",
+    rule="flag",
+    read_flags=read_flags,
+    final_lag_ms=0,
+    streams_per_connection=1024,
+    notes="k.x marks the final frame, sent at the close; REST pages of 1000 rows, oldest first",
+    ids=("binance", "binanceus", "binanceusdm", "binancecoinm"),
+)

@@ -1,0 +1,45 @@
+"""Gate: ``result.w`` ("window closed"), which Gate's docs say may be missing.
+
+A push ``{"channel": "spot.candlesticks", "result": {"t": open_s, "n": "1m_BTC_USDT", "w":
+true, ..}}``. Where ``w`` is true the frame is the final state; where it is missing the
+frame carries no word either way and the timing rule decides.
+"""
+
+from __future__ import annotations
+
+from .base import VenueAdapter
+
+__all__ = ["ADAPTER", "read_flags"]
+
+
+def read_flags(exchange, client, message) -> dict | None:
+    if not isinstance(message, dict):
+        return None
+    channel = message.get("channel")
+    if not isinstance(channel, str) or not channel.endswith(".candlesticks"):
+        return None
+    market_type = "spot" if channel.startswith("spot") else "contract"
+    result = message.get("result")
+    items = result if isinstance(result, list) else [result]
+    out: dict = {}
+    for item in items:
+        if not isinstance(item, dict) or "t" not in item:
+            continue
+        sub = str(item.get("n", ""))
+        timeframe_id, _, market_id = sub.partition("_")
+        timeframe = exchange.find_timeframe(timeframe_id)
+        symbol = exchange.safe_symbol(market_id, None, "_", market_type)
+        flag = item.get("w")
+        out[(symbol, timeframe, int(float(item["t"]) * 1000))] = True if flag is True else None
+    return out
+
+
+ADAPTER = VenueAdapter(
+    name="gate",
+    rule="flag-or-timing",
+    read_flags=read_flags,
+    final_lag_ms=1000,
+    streams_per_connection=200,
+    notes="result.w marks the final where present (may be missing: then the timing rule)",
+    ids=("gate", "gateio"),
+)
