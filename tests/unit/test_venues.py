@@ -1,0 +1,175 @@
+"""Venue adapters on real recorded frames, through ccxt.pro's own handlers and the tap.
+
+Each recorded message is handed to the real ``handle_ohlcv`` of a ccxt.pro instance with the
+frame tap installed (no socket, no network): every candle frame must come out once, as ccxt
+parsed it, carrying the venue's own closed flag exactly as the raw frame says.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import ccxt.pro as ccxtpro
+import pytest
+
+from backtrader_ccxt.live.tap import FrameTap
+from backtrader_ccxt.venues import ADAPTERS, GENERIC, adapter_for, venue_table
+
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "messages"
+needs_data = pytest.mark.skipif(
+    not DATA.is_dir(), reason="recorded messages live in ../shared/data (not in a fresh clone)"
+)
+
+
+def records(name: str) -> list[dict]:
+    return [json.loads(line) for line in (DATA / name).read_text().splitlines() if line.strip()]
+
+
+def market(market_id: str, symbol: str, kind: str) -> dict:
+    base, rest = symbol.split("/")
+    quote, _, settle = rest.partition(":")
+    return {
+        "id": market_id,
+        "symbol": symbol,
+        "base": base,
+        "quote": quote,
+        "settle": settle or None,
+        "type": kind,
+        "spot": kind == "spot",
+        "swap": kind == "swap",
+        "contract": kind != "spot",
+        "linear": True if kind != "spot" else None,
+        "inverse": False if kind != "spot" else None,
+        "active": True,
+    }
+
+
+def replay_all(exchange, client_url: str, messages: list[dict], keys) -> list[tuple]:
+    """Tap ``keys`` first (as the transport does before subscribing), then replay."""
+    seen: list[tuple] = []
+    tap = FrameTap(exchange, adapter_for(exchange.id), lambda *a: seen.append(a))
+    for symbol, tf in keys:
+        tap.watch(symbol, tf)
+    client = SimpleNamespace(url=client_url, resolve=lambda *a, **k: None)
+    for msg in messages:
+        exchange.handle_ohlcv(client, msg)
+    return seen
+
+
+@needs_data
+def test_binance_k_x_reaches_every_frame():
+    recs = [r for r in records("binance/binance_ws_kline_messages.jsonl") if r["market"] == "spot"]
+    msgs = [r["msg"]["data"] for r in recs]
+    ex = ccxtpro.binance()
+    ids = sorted({m["s"] for m in msgs})
+    ex.set_markets([market(i, f"{i[:-4]}/{i[-4:]}", "spot") for i in ids])
+    keys = [(ex.markets_by_id[i][0]["symbol"], "1m") for i in ids]
+    seen = replay_all(ex, "wss://stream.binance.com:9443/stream", msgs, keys)
+    assert len(seen) == len(msgs)
+    for (symbol, tf, row, final), m in zip(seen, msgs, strict=True):
+        k = m["k"]
+        assert symbol == ex.markets_by_id[k["s"]][0]["symbol"] and tf == "1m"
+        assert row == [k["t"], float(k["o"]), float(k["h"]), float(k["l"]), float(k["c"]),
+                       float(k["v"])]  # fmt: skip
+        assert final is k["x"]
+
+
+@needs_data
+def test_bybit_confirm_reaches_every_frame_spot_and_linear():
+    recs = records("bybit/bybit_v5_ws_kline1_messages.jsonl")
+    for kind, url_part in (("spot", "spot"), ("swap", "linear")):
+        part = [r for r in recs if url_part in r["url"]]
+        msgs = [r["msg"] for r in part]
+        ids = sorted({m["topic"].split(".")[-1] for m in msgs})
+        ex = ccxtpro.bybit()
+        suffix = ":USDT" if kind == "swap" else ""
+        ex.set_markets([market(i, f"{i[:-4]}/USDT{suffix}", kind) for i in ids])
+        keys = [(f"{i[:-4]}/USDT{suffix}", "1m") for i in ids]
+        seen = replay_all(ex, part[0]["url"], msgs, keys)
+        assert len(seen) == sum(len(m["data"]) for m in msgs)
+        flags = [d["confirm"] for m in msgs for d in m["data"]]
+        assert [f for *_, f in seen] == flags
+        assert sum(flags) == len(ids)  # one closed candle per topic in the recording
+        raw = [(m["topic"].split(".")[-1][:-4], d["start"]) for m in msgs for d in m["data"]]
+        assert [(s.split("/")[0], row[0]) for s, _tf, row, _f in seen] == raw
+
+
+@needs_data
+def test_okx_confirm_column_reaches_every_frame():
+    msgs = [r["msg"] for r in records("okx/okcoin_v5_ws_candle1m_messages.jsonl")]
+    ex = ccxtpro.okx()
+    ids = sorted({m["arg"]["instId"] for m in msgs})
+    ex.set_markets([market(i, i.replace("-", "/"), "spot") for i in ids])
+    keys = [(i.replace("-", "/"), "1m") for i in ids]
+    seen = replay_all(ex, "wss://ws.okx.com:8443/ws/v5/business", msgs, keys)
+    assert len(seen) == sum(len(m["data"]) for m in msgs)
+    flags = [d[8] == "1" for m in msgs for d in m["data"]]
+    assert [f for *_, f in seen] == flags and any(flags) and not all(flags)
+    assert [(s, row[0]) for s, _tf, row, _f in seen] == [
+        (m["arg"]["instId"].replace("-", "/"), int(d[0])) for m in msgs for d in m["data"]
+    ]
+
+
+def test_a_venue_without_a_flag_still_reaches_every_frame_routed_by_timeframe():
+    # Kraken: ccxt.pro's message hash has no timeframe, but its cache does: two timeframes of
+    # one symbol must each receive only their own rows
+    ex = ccxtpro.kraken()
+    ex.set_markets([market("XBT/USD", "BTC/USD", "spot")])
+    msgs = [
+        {
+            "channel": "ohlc",
+            "type": "update",
+            "data": [
+                {
+                    "symbol": "BTC/USD",
+                    "open": 1.0 + i,
+                    "high": 2.0 + i,
+                    "low": 0.5 + i,
+                    "close": 1.5 + i,
+                    "volume": 3.0,
+                    "interval_begin": f"2024-01-01T00:0{i}:00.000000000Z",
+                    "interval": interval,
+                }
+            ],
+        }
+        for i, interval in ((0, 1), (0, 5), (1, 1), (2, 1))
+    ]
+    seen = replay_all(ex, "wss://ws.kraken.com/v2", msgs, [("BTC/USD", "1m"), ("BTC/USD", "5m")])
+    assert [(s, tf, f) for s, tf, _row, f in seen] == [
+        ("BTC/USD", "1m", None),
+        ("BTC/USD", "5m", None),
+        ("BTC/USD", "1m", None),
+        ("BTC/USD", "1m", None),
+    ]
+
+
+def test_an_unreadable_frame_is_passed_on_without_a_flag():
+    ex = ccxtpro.okx()
+    ex.set_markets([market("BTC-USDT", "BTC/USDT", "spot")])
+    msg = {"arg": {"channel": "candle1m", "instId": "BTC-USDT"}, "data": [["x", "1", "1", "1"]]}
+    seen: list = []
+    tap = FrameTap(ex, adapter_for("okx"), lambda *a: seen.append(a))
+    tap.watch("BTC/USDT", "1m")
+    client = SimpleNamespace(url="wss://x/ws/v5/business", resolve=lambda *a, **k: None)
+    ex.handle_ohlcv(client, msg)
+    assert tap.unreadable == 1
+    # ccxt still stores what it parsed; it reaches the stream machine without a flag, which
+    # rejects the row as malformed
+    assert [(s, f) for s, _tf, _row, f in seen] == [("BTC/USDT", None)]
+
+
+def test_every_adapter_is_consistent_and_the_table_covers_them():
+    assert adapter_for("no-such-venue") is GENERIC
+    table = venue_table()
+    for adapter in ADAPTERS:
+        for exchange_id in adapter.ids:
+            assert adapter_for(exchange_id) is adapter
+            if exchange_id in ccxtpro.exchanges:
+                assert f"| `{exchange_id}` | {adapter.name} |" in table
+
+
+def test_the_docs_venue_table_is_the_generated_one():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "venues.md").read_text()
+    assert venue_table() in page, "regenerate: python -m backtrader_ccxt.venues"
