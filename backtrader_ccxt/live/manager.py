@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["QueueSource", "StreamManager"]
 
-_DRAIN = 1000  # events handled in one go before the machine is asked what to do next
-
 
 class _Subscription:
     """One feed's subscription. ``out`` is the only object both threads touch."""
@@ -48,7 +46,8 @@ class _Subscription:
         self.kind = kind
         self.key = (spec.symbol, spec.tf.ccxt)
         self.out: queue.Queue = queue.Queue()
-        self.events: asyncio.Queue | None = None  # created on the loop
+        self.machine: StreamMachine | None = None  # stream feeds; created on the loop
+        self.waiter: asyncio.Future | None = None  # the stream worker's wait, if waiting
         self.last_open_ms: int | None = None
         self.task: asyncio.Task | None = None
         self.finished = False
@@ -61,9 +60,30 @@ class _Subscription:
         self.out.put(item)
         return True
 
-    def post(self, event: StreamEvent) -> None:
-        if self.events is not None and not self.finished:
-            self.events.put_nowait(event)
+    def apply(self, event: StreamEvent) -> None:
+        """Hand a stream event to the feed's machine at once (loop thread, often inside
+        ccxt's message handler: no task switch per frame), and wake the worker if the
+        machine now wants REST."""
+        m = self.machine
+        if m is None or self.finished:
+            return
+        try:
+            m.on_event(event)
+        except Exception as exc:  # noqa: BLE001 - never into ccxt's handler; the feed ends
+            log.error("%s: stream machine failed", self.spec.label, exc_info=True)
+            self.finished = True
+            self.emit(Status("DISCONNECTED", f"internal error: {type(exc).__name__}: {exc}", True))
+            self.wake()
+            return
+        while m.outbox:
+            self.emit(m.outbox.popleft())
+        if m.wants_io or m.done:
+            self.wake()
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
 
 class QueueSource:
@@ -179,8 +199,15 @@ class StreamManager:
     async def _activate(self, batch: list[_Subscription]) -> None:
         self._rest_exchange()
         new_keys: list[tuple[str, str]] = []
+        clock = self._store.clock
         for sub in batch:
-            sub.events = asyncio.Queue()
+            if sub.kind == "stream":
+                sub.machine = StreamMachine(
+                    sub.spec,
+                    final_lag_ms=self.adapter.final_lag_ms,
+                    margin_ms=clock.margin_ms,
+                    stats=self.stats,
+                )
             worker = self._poll_worker(sub) if sub.kind == "poll" else self._stream_worker(sub)
             if sub.kind == "stream":
                 if sub.key not in self._routes:
@@ -308,7 +335,7 @@ class StreamManager:
 
     def _post(self, key: tuple[str, str], event: StreamEvent) -> None:
         for sub in self._routes.get(key, ()):
-            sub.post(event)
+            sub.apply(event)
 
     # -- loop thread: workers --------------------------------------------------------------
 
@@ -338,20 +365,15 @@ class StreamManager:
                 await asyncio.sleep(clock.seconds_until(action + clock.margin_ms))
 
     async def _stream_worker(self, sub: _Subscription) -> None:
+        """Do the REST walks and timers the feed's machine asks for; events reach the
+        machine directly (:meth:`_Subscription.apply`)."""
         clock = self._store.clock
-        machine = StreamMachine(
-            sub.spec,
-            final_lag_ms=self.adapter.final_lag_ms,
-            margin_ms=clock.margin_ms,
-            stats=self.stats,
-        )
+        machine = sub.machine
+        assert machine is not None
         target = self._target(sub.spec)
         exchange = self._rest_exchange()
-        events = sub.events
-        assert events is not None
-        while True:
-            while machine.outbox:
-                sub.emit(machine.outbox.popleft())
+        loop = asyncio.get_running_loop()
+        while not sub.finished:
             now = clock.safe_now_ms()
             action = machine.next_action(now)
             while machine.outbox:
@@ -365,24 +387,15 @@ class StreamManager:
                     machine.on_failure(exc, clock.now_ms())
                 else:
                     machine.on_rows(rows, now)  # closed-ness judged at request time
-                _drain(events, machine)
                 continue
-            # what is queued comes first: wait_for(get(), 0) times out even when the queue
-            # holds an event (Python <= 3.11)
-            if events.empty():
-                timeout = None
-                if action != FOREVER:
-                    timeout = clock.seconds_until(action + clock.margin_ms)
-                try:
-                    event = await asyncio.wait_for(events.get(), timeout)
-                except asyncio.TimeoutError:
-                    continue
-                machine.on_event(event)
-            _drain(events, machine)
-
-
-def _drain(events: asyncio.Queue, machine: StreamMachine) -> None:
-    for _ in range(_DRAIN):
-        if events.empty() or machine.done:
-            return
-        machine.on_event(events.get_nowait())
+            waiter = sub.waiter = loop.create_future()
+            timer = None
+            if action != FOREVER:
+                delay = clock.seconds_until(action + clock.margin_ms)
+                timer = loop.call_later(delay, sub.wake)
+            try:
+                await waiter
+            finally:
+                sub.waiter = None
+                if timer is not None:
+                    timer.cancel()

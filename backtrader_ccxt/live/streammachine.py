@@ -107,7 +107,8 @@ class StreamMachine:
         self._need: str | None = "backfill"  # purpose of the next REST walk
         self._pager: Paginator | None = None
         self._purpose: str | None = None
-        self._healing = False
+        self._heal_requested = False  # the stream talks again: the next walk fills the gap
+        self._heal_walk = False  # the walk under way is that one
         self._walk_bars = 0
         self._gap_tries = 0
         self._resume_at: int | None = None
@@ -122,6 +123,11 @@ class StreamMachine:
     @property
     def done(self) -> bool:
         return self.phase == "done"
+
+    @property
+    def wants_io(self) -> bool:
+        """Whether a REST walk is wanted now (the driver should ask :meth:`next_action`)."""
+        return self._need is not None and self._pager is None
 
     @property
     def last_open_ms(self) -> int | None:
@@ -182,6 +188,8 @@ class StreamMachine:
         self._pager = Paginator(s.tf, self.settled_ms, s.page_limit, until, s.drop_newest)
         self._purpose = purpose
         self._walk_bars = 0
+        # a walk that starts after the stream talks again covers the gap of the break
+        self._heal_walk, self._heal_requested = self._heal_requested, False
 
     def _walk_done(self, now_ms: int) -> None:
         assert self._pager is not None
@@ -210,8 +218,8 @@ class StreamMachine:
         if self.rest_broken:
             self.rest_broken = False
             reason = "REST restored"
-        if self._healing:
-            self._healing = False
+        if self._heal_walk:
+            self._heal_walk = False
             self.stream_broken = False
             reason = "stream restored and gap filled"
         self._update_health(reason)
@@ -220,7 +228,8 @@ class StreamMachine:
 
     def on_rows(self, rows: list, asked_at_ms: int) -> None:
         """The answer to the last page; closed-ness is judged at the time it was asked."""
-        assert self._pager is not None
+        if self._pager is None:
+            return  # the feed ended while the page was under way
         self._failures.reset()
         for bar in self._pager.accept(rows, asked_at_ms):
             if self._deliver(bar, "rest"):
@@ -233,7 +242,11 @@ class StreamMachine:
         if isinstance(exc, FatalExchangeError):
             self._finish(str(exc), fatal=True)
             return
-        self._need = self._purpose or "fill"
+        if self.phase == "done":
+            return
+        self._need = self._purpose or self._need or "fill"
+        self._heal_requested = self._heal_requested or self._heal_walk
+        self._heal_walk = False
         self._pager = None
         self._purpose = None
         delay = self._failures.next_delay()
@@ -254,12 +267,12 @@ class StreamMachine:
             self.on_frame(event)
         elif isinstance(event, Broken):
             self.stream_broken = True
-            self._healing = False
+            self._heal_requested = self._heal_walk = False
             self.forming = None
             self._update_health(event.reason)
         elif isinstance(event, Healthy):
-            if self.stream_broken and not self._healing:
-                self._healing = True
+            if self.stream_broken and not (self._heal_requested or self._heal_walk):
+                self._heal_requested = True
                 self._want("fill")
         elif isinstance(event, Fatal):
             self._finish(event.reason, fatal=True)
@@ -325,7 +338,9 @@ class StreamMachine:
             self._want("fill")
 
     def _want(self, purpose: str) -> None:
-        if self._pager is None and self._need is None and self.phase != "done":
+        """Ask for a REST walk (after the one under way, if any: it may have started too
+        early to cover what is wanted now)."""
+        if self._need is None and self.phase != "done":
             self._need = purpose
 
     def _deliver(self, bar: Bar, source: str) -> bool:

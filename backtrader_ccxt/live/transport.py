@@ -101,6 +101,10 @@ class WatchGroup:
         self.last_heard = time.monotonic()
         if self.broken:
             self._healthy()
+        if final is False:
+            # the venue says "partial": nothing the rules use (a flagged candle closes only on
+            # its flagged final or from REST); most frames are these, so skip them early
+            return
         self._post(key, Frame(row, final, self._now_ms(), self.epoch))
 
     def _healthy(self) -> None:
