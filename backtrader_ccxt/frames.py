@@ -37,6 +37,7 @@ __all__ = [
     "STAMPS",
     "MissingDependencyError",
     "export_frame",
+    "export_target",
     "frame_to_rows",
     "history_frame",
     "pandas_feed",
@@ -174,6 +175,18 @@ def _format(path: Path, fmt: str | None) -> str:
             f"{', '.join(FORMATS)} (or give the format)"
         )
     return found
+
+
+def export_target(path: str | os.PathLike, fmt: str | None = None) -> tuple[Path, str]:
+    """The file and format :func:`export_frame` would write, checked before any work: a
+    bad format is a :class:`~.errors.ConfigurationError`, a missing pandas or Parquet
+    engine a :class:`MissingDependencyError`."""
+    path = Path(path).expanduser()
+    fmt = _format(path, fmt)
+    _pandas("exporting a DataFrame")
+    if fmt == "parquet":
+        _parquet_engine()
+    return path, fmt
 
 
 def export_frame(frame: pd.DataFrame, path: str | os.PathLike, fmt: str | None = None) -> Path:
