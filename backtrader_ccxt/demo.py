@@ -14,16 +14,12 @@ from datetime import datetime
 
 import backtrader as bt
 
-from .cli import exit_status, load_config, report_error
-from .errors import ConfigurationError, UnknownSymbolError, UnsupportedTimeframeError
+from .cli import check_local_market, check_timeframe, exit_status, load_config, report_error
+from .errors import ConfigurationError
 from .running import run_live
 from .store import CCXTStore
-from .timeframes import parse as parse_tf
 
 __all__ = ["DemoStrategy", "add_arguments", "check_args", "demo_command", "run_demo"]
-
-#: what the local exchange serves with real candles (others would be made-up prices)
-LOCAL_SYMBOLS = ("BTC/USDT", "ETH/USDT")
 
 
 class DemoStrategy(bt.Strategy):
@@ -128,27 +124,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _by_duration(timeframes) -> list[str]:
-    def key(name: str):
-        try:
-            tf = parse_tf(name)
-        except ConfigurationError:
-            return (1, 0, name)
-        return (0, tf.ms, name)
-
-    return sorted(timeframes, key=key)
-
-
-def _local_timeframes() -> list[str]:
-    """What the local exchange serves as the real venue would: Binance's own intervals
-    (``ccxt.binance().timeframes``) that have a fixed length (the local replay has no 1M)."""
-    import ccxt
-
-    from .localexchange.data import BINANCE_INTERVALS
-
-    return _by_duration(t for t in ccxt.binance().timeframes if t in BINANCE_INTERVALS)
-
-
 def check_args(args: argparse.Namespace, store: CCXTStore | None = None) -> str:
     """Reject what the venue would reject, before anything starts; returns the timeframe.
 
@@ -169,37 +144,10 @@ def check_args(args: argparse.Namespace, store: CCXTStore | None = None) -> str:
                 "--config is for a real exchange; the local exchange needs none "
                 "(valid choices: drop --config, or add --exchange ID)"
             )
-        valid = _local_timeframes()
-        venue = "the local exchange (Binance's intervals)"
-        if args.symbol not in LOCAL_SYMBOLS:
-            raise UnknownSymbolError(
-                f"--symbol {args.symbol!r} is not served by the local exchange; valid "
-                f"choices: {', '.join(LOCAL_SYMBOLS)} (any Binance market with "
-                "--exchange binance)"
-            )
+        check_local_market(args.symbol, timeframe, elsewhere="with --exchange binance")
     else:
         assert store is not None
-        valid = _by_duration(store.exchange.timeframes or {})
-        venue = store.exchange_id
-    if valid and timeframe not in valid:
-        hint = ""
-        try:
-            want = parse_tf(timeframe)
-            finer = [
-                t for t in valid if want.ms % parse_tf(t).ms == 0 and not parse_tf(t).is_calendar
-            ]
-            if finer and not want.is_calendar:
-                base = finer[-1]
-                hint = (
-                    f"; for {timeframe} bars, feed {base} candles and resample them "
-                    f"(cerebro.resampledata, see samples/resample_live.py)"
-                )
-        except ConfigurationError:
-            pass
-        raise UnsupportedTimeframeError(
-            f"--timeframe {timeframe!r} is not offered by {venue}; valid choices: "
-            f"{', '.join(valid)}{hint}"
-        )
+        check_timeframe(timeframe, store.exchange.timeframes or {}, store.exchange_id)
     return timeframe
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from .cache import HistoryCache, cache_key, default_cache_dir
-from .cli import exit_status, load_config, report_error
+from .cli import check_local_market, check_timeframe, exit_status, load_config, report_error
 from .errors import BacktraderCCXTError, ConfigurationError
 from .paging import Paginator
 from .rest import RestTarget, walk
@@ -354,6 +354,8 @@ def run_download(args: argparse.Namespace, out=None, err=None) -> int:
             else:
                 config = load_config(args.config)
                 store, key = CCXTStore(args.exchange, config=config, sandbox=args.sandbox), None
+                # ccxt knows the venue's intervals without a request: fail before any
+                check_timeframe(args.timeframe, store.exchange.timeframes or {}, args.exchange)
             redact = store.redact
             stack.callback(store.stop)
             cache = stack.enter_context(HistoryCache(args.cache or default_cache_dir()))
@@ -430,6 +432,7 @@ def _local_store(args: argparse.Namespace, stack: contextlib.ExitStack) -> CCXTS
     """A store on a local exchange started for this command, serving back to ``--since``."""
     from .localexchange import LocalExchange
 
+    check_local_market(args.symbol, args.timeframe, elsewhere="without --local")
     tf_ms = parse_tf(args.timeframe).ms
     if args.bars is not None:
         history = max(3000, args.bars + 10)

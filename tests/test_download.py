@@ -299,3 +299,22 @@ def test_command_v_after_the_subcommand_shows_the_traceback(tmp_path):
     proc = run_cli("download", "--local", "--bars", "5", "--out", str(tmp_path / "x.xlsx"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert ".csv, .parquet, .pq" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (("--local", "--timeframe", "7m"), ("'7m'", "1m, 3m", "resample")),
+        (("--local", "--symbol", "DOGE/USDT"), ("BTC/USDT, ETH/USDT", "without --local")),
+        (("--exchange", "kraken", "--timeframe", "1s"), ("kraken", "1m, 5m")),  # no request
+    ],
+)
+def test_command_rejects_what_the_venue_would_reject_before_any_request(tmp_path, args, names):
+    """The local exchange derives any symbol and interval; the command line does not let it."""
+    proc = run_cli("download", "--bars", "5", "--cache", str(tmp_path), *args)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("error: ")
+    for name in names:
+        assert name in line
+    assert not list(tmp_path.iterdir())
