@@ -96,11 +96,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="local",
         help="ccxt exchange id, or 'local' (default) for the bundled offline exchange",
     )
-    parser.add_argument("--symbol", default="BTC/USDT", help="unified symbol (default BTC/USDT)")
+    parser.add_argument(
+        "--symbol",
+        default="BTC/USDT",
+        help="unified symbol (default BTC/USDT; the local exchange has BTC/USDT and ETH/USDT)",
+    )
     parser.add_argument(
         "--timeframe",
         default=None,
-        help="ccxt timeframe; default 1s on the local exchange (a quick run), 1m elsewhere",
+        help="a ccxt timeframe the venue offers (the local exchange: Binance's); default 1s "
+        "on the local exchange (a quick run), 1m elsewhere",
     )
     parser.add_argument(
         "--mode",

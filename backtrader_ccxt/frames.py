@@ -167,6 +167,12 @@ def _format(path: Path, fmt: str | None) -> str:
     if fmt is not None:
         if fmt not in set(FORMATS.values()):
             raise ConfigurationError(f"format must be one of csv, parquet, got {fmt!r}")
+        implied = FORMATS.get(path.suffix.lower())
+        if implied is not None and implied != fmt:
+            raise ConfigurationError(
+                f"{str(path)!r} names a {implied} file but the format is {fmt}; valid "
+                f"choices: a {fmt} suffix, or no format (taken from the suffix)"
+            )
         return fmt
     found = FORMATS.get(path.suffix.lower())
     if found is None:

@@ -125,6 +125,8 @@ def test_bad_arguments_are_configuration_errors(tmp_path):
         rows_to_frame(odd_rows(), TF, stamp="middle")
     with pytest.raises(ConfigurationError, match=r"\.csv, \.parquet, \.pq"):
         export_frame(frame, tmp_path / "x.xlsx")
+    with pytest.raises(ConfigurationError, match="names a csv file but the format is parquet"):
+        export_frame(frame, tmp_path / "x.csv", "parquet")
     with pytest.raises(ConfigurationError, match="close_time"):
         frame_to_rows(frame.rename_axis("when"), TF)
 
