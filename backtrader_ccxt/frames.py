@@ -20,12 +20,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import backtrader as bt
+
 from .errors import ConfigurationError
 from .timeframes import Timeframe, to_backtrader
 from .timeframes import parse as parse_tf
 
 if TYPE_CHECKING:  # pragma: no cover - for type hints only
-    import backtrader as bt
     import pandas as pd
 
     from .cache import HistoryCache
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type hints only
 __all__ = [
     "COLUMNS",
     "FORMATS",
+    "FrameData",
     "STAMPS",
     "MissingDependencyError",
     "export_frame",
@@ -153,8 +155,7 @@ def frame_to_rows(frame: pd.DataFrame, timeframe: str | Timeframe) -> list[list]
     index = frame.index
     if not isinstance(index, pd.DatetimeIndex) or index.tz is None:
         raise ConfigurationError("the frame's index must be a tz-aware DatetimeIndex (UTC)")
-    epoch = pd.Timestamp(0, tz="UTC")
-    times = [int((t - epoch) // pd.Timedelta(milliseconds=1)) for t in index]
+    times = index.as_unit("ms").asi8.tolist()  # epoch ms, whatever the frame's unit
     opens = [tf.open_of(t) for t in times] if stamp == "close" else times
     cols = [frame[c].astype("float64").tolist() for c in COLUMNS]
     return [[t, *vals] for t, *vals in zip(opens, *cols, strict=True)]
@@ -199,7 +200,7 @@ def export_frame(frame: pd.DataFrame, path: str | os.PathLike, fmt: str | None =
     """Write a frame to CSV or Parquet (``fmt``, default from the suffix: ``.csv``,
     ``.parquet``/``.pq``), atomically (a temporary file renamed into place). Returns the
     path. :func:`read_frame` reads it back exactly."""
-    _pandas("exporting a DataFrame")
+    pd = _pandas("exporting a DataFrame")
     path = Path(path).expanduser()
     fmt = _format(path, fmt)
     engine = _parquet_engine() if fmt == "parquet" else None
@@ -208,11 +209,15 @@ def export_frame(frame: pd.DataFrame, path: str | os.PathLike, fmt: str | None =
     try:
         if fmt == "csv":
             # ISO 8601 in UTC; floats in Python's shortest round-trip repr
+            import numpy as np
+
             index = frame.index
-            utc = frame.tz_convert("UTC") if index.tz is not None else frame.tz_localize("UTC")
+            naive = index.tz_convert("UTC").tz_localize(None) if index.tz is not None else index
             whole = bool(((index.microsecond == 0) & (index.nanosecond == 0)).all())
-            stamp_format = "%Y-%m-%dT%H:%M:%SZ" if whole else "%Y-%m-%dT%H:%M:%S.%fZ"
-            utc.to_csv(tmp, date_format=stamp_format)
+            # numpy's vectorised ISO text: strftime per row is 20x slower on a year of 1m
+            text = np.datetime_as_string(naive.to_numpy(), unit="s" if whole else "us")
+            out = frame.set_axis(pd.Index([t + "Z" for t in text], name=index.name))
+            out.to_csv(tmp)
         else:
             frame.to_parquet(tmp, engine=engine)
         os.replace(tmp, path)
@@ -323,15 +328,37 @@ class _open_cache:
             self._tmp.cleanup()
 
 
-def to_pandas_data(
-    frame: pd.DataFrame, timeframe: str | Timeframe, **params: Any
-) -> bt.feeds.PandasData:
+class FrameData(bt.feeds.PandasData):
+    """A ``bt.feeds.PandasData`` over a frame of this module's layout, made by
+    :func:`to_pandas_data`. It reads the frame's columns once, as lists: backtrader's own
+    ``_load`` looks every value up with ``DataFrame.iloc``, which doubles a backtest's time."""
+
+    def start(self) -> None:
+        super().start()
+        frame = self.p.dataname
+        index = frame.index.tz_convert("UTC").tz_localize(None)  # naive UTC, as the feeds
+        self._stamps = [bt.date2num(t) for t in index.to_pydatetime()]
+        self._columns = [
+            (getattr(self.lines, name), frame[name].to_numpy(dtype="float64").tolist())
+            for name in COLUMNS
+        ]
+
+    def _load(self) -> bool:
+        self._idx += 1
+        i = self._idx
+        if i >= len(self._stamps):
+            return False
+        for line, values in self._columns:
+            line[0] = values[i]
+        self.lines.datetime[0] = self._stamps[i]
+        return True
+
+
+def to_pandas_data(frame: pd.DataFrame, timeframe: str | Timeframe, **params: Any) -> FrameData:
     """A ``bt.feeds.PandasData`` over a frame of :func:`rows_to_frame`'s layout, with
     backtrader's timeframe and compression set from ``timeframe``. An open-stamped frame is
     re-stamped at the close first (backtrader stamps bars at their close). ``params`` go to
     ``PandasData`` (``name``, ``fromdate``, ...)."""
-    import backtrader as bt
-
     pd = _pandas("bt.feeds.PandasData")
     tf = _tf(timeframe)
     if _stamp_of(frame) != "close":
@@ -341,7 +368,12 @@ def to_pandas_data(
     bt_tf, compression = to_backtrader(tf)
     params.setdefault("timeframe", bt_tf)
     params.setdefault("compression", compression)
-    return bt.feeds.PandasData(dataname=frame, openinterest=None, **params)
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise ConfigurationError(
+            f"the frame lacks column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}"
+        )
+    return FrameData(dataname=frame, openinterest=None, **params)
 
 
 def pandas_feed(
@@ -354,7 +386,7 @@ def pandas_feed(
     bars: int | None = None,
     cache: HistoryCache | str | os.PathLike | None = None,
     **params: Any,
-) -> bt.feeds.PandasData:
+) -> FrameData:
     """One call from an exchange to a fast ``bt.feeds.PandasData`` backtest: the bars are
     the ones ``store.getdata(dataname=symbol, timeframe=timeframe, fromdate=fromdate,
     todate=todate, historical=True, cache=cache)`` delivers, same stamps, same values.

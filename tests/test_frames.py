@@ -113,6 +113,12 @@ def test_files_round_trip_exactly(tmp_path, suffix, stamp):
     assert not list(path.parent.glob(".*partial"))
 
 
+def test_sub_second_stamps_round_trip_through_csv(tmp_path):
+    frame = rows_to_frame([[r[0] + 250, *r[1:]] for r in odd_rows()], "1s", stamp="open")
+    back = read_frame(export_frame(frame, tmp_path / "ms.csv"))
+    pd.testing.assert_frame_equal(back, frame, check_exact=True)
+
+
 def test_an_empty_frame_round_trips(tmp_path):
     frame = rows_to_frame([], TF)
     back = read_frame(export_frame(frame, tmp_path / "empty.csv"))
@@ -170,10 +176,15 @@ def test_history_frame_by_bars_and_an_open_stamped_frame_feed_the_same_bars(ex, 
         stamp="open",
     )
     assert frame_to_rows(opened, TF) == frame_to_rows(frame, TF)
-    a = pandas_backtest(to_pandas_data(frame, TF, name=SYM)).bars[SYM]
+    feed = to_pandas_data(frame, TF, name=SYM)
+    assert isinstance(feed, bt.feeds.PandasData)
+    a = pandas_backtest(feed).bars[SYM]
     b = pandas_backtest(to_pandas_data(opened, TF, name=SYM)).bars[SYM]
     assert a == b and len(a) == len(frame)
     assert a[0][0] == frame.index[0].to_pydatetime().replace(tzinfo=None)
+    # backtrader's own PandasData over the same frame: the faster _load changes nothing
+    stock = bt.feeds.PandasData(dataname=frame, name=SYM, timeframe=bt.TimeFrame.Minutes)
+    assert pandas_backtest(stock).bars[SYM] == a
 
 
 # -- a missing optional dependency -----------------------------------------------------------
