@@ -6,6 +6,10 @@ import argparse
 import logging
 import sys
 
+from .cli import exit_status, report_error
+
+_VERBOSE_HELP = "log at INFO level, and show the traceback of a failure"
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser (also used by the tests to check documented commands)."""
@@ -13,7 +17,12 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m backtrader_ccxt",
         description="backtrader-ccxt: live crypto-exchange bars for backtrader through ccxt.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
+    # -v after the subcommand too: each subparser knows it, without overriding one given before
+    verbose = argparse.ArgumentParser(add_help=False)
+    verbose.add_argument(
+        "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     from .demo import add_arguments as demo_args
@@ -21,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser(
         "demo",
+        parents=[verbose],
         help="run a live SMA strategy (paper trading), offline on the local exchange by default",
         description="Backfill, go live and paper-trade an SMA cross with backtrader's broker. "
         "Offline by default (the bundled local exchange replays real Binance candles); "
@@ -30,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     download = sub.add_parser(
         "download",
+        parents=[verbose],
         help="fill the history cache with closed candles (resumable)",
         description="Download closed OHLCV candles into the on-disk history cache, page by "
         "page. Only what the cache lacks is fetched, so after Ctrl-C the same command resumes "
@@ -39,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "localexchange",
+        parents=[verbose],
         help="run the local exchange until Ctrl-C (same as python -m backtrader_ccxt.localexchange)",
         add_help=False,
     )
@@ -58,15 +70,21 @@ def main(argv: list[str] | None = None) -> int:
         return le_main(rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    if args.command == "demo":
-        from .demo import run_demo
+    try:
+        if args.command == "demo":
+            from .demo import demo_command
 
-        run_demo(args)
-        return 0
-    if args.command == "download":
-        from .download import run_download
+            return demo_command(args)
+        if args.command == "download":
+            from .download import run_download
 
-        return run_download(args)
+            return run_download(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure is one line (-v: the traceback)
+        report_error(exc, sys.stderr, verbose=args.verbose)
+        return exit_status(exc)
     return 2
 
 

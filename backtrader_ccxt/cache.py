@@ -192,6 +192,26 @@ class HistoryCache:
         with self._lock:
             return self._guard(lambda conn: self._read(conn, key, int(since_ms), until_ms), [])
 
+    def read_frame(
+        self,
+        exchange_id: str,
+        symbol: str,
+        timeframe: str,
+        since_ms: int,
+        until_ms: int | None = None,
+        *,
+        stamp: str = "close",
+    ):
+        """:meth:`read` as a pandas DataFrame: a UTC ``DatetimeIndex`` at each candle's close
+        (``stamp="close"``, as the feeds stamp bars; index name ``close_time``) or open
+        (``stamp="open"``, ccxt's convention; ``open_time``), float columns ``open, high,
+        low, close, volume``. Needs pandas (``pip install "backtrader-ccxt[pandas]"``); see
+        :mod:`backtrader_ccxt.frames`."""
+        from .frames import rows_to_frame
+
+        rows = self.read(exchange_id, symbol, timeframe, since_ms, until_ms)
+        return rows_to_frame(rows, timeframe, stamp=stamp)
+
     def write(
         self,
         exchange_id: str,

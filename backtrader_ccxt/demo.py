@@ -14,10 +14,12 @@ from datetime import datetime
 
 import backtrader as bt
 
+from .cli import check_local_market, check_timeframe, exit_status, load_config, report_error
+from .errors import ConfigurationError
 from .running import run_live
 from .store import CCXTStore
 
-__all__ = ["DemoStrategy", "run_demo", "add_arguments"]
+__all__ = ["DemoStrategy", "add_arguments", "check_args", "demo_command", "run_demo"]
 
 
 class DemoStrategy(bt.Strategy):
@@ -28,7 +30,7 @@ class DemoStrategy(bt.Strategy):
     ``live_bars`` live bars.
     """
 
-    params = (("fast", 3), ("slow", 8), ("live_bars", 15), ("out", None))
+    params = (("fast", 3), ("slow", 8), ("live_bars", 15), ("backfill", None), ("out", None))
 
     def __init__(self) -> None:
         self.fast = bt.ind.SMA(period=self.p.fast)
@@ -47,6 +49,10 @@ class DemoStrategy(bt.Strategy):
         name = data._getstatusname(status)
         self.statuses.append(name)
         self._print(f"-- data {data._name}: {name} {args[0] if args and args[0] else ''}".rstrip())
+        if status == data.LIVE and not self.live and self.p.backfill is not None:
+            got, asked = self.history_bars, self.p.backfill
+            note = "" if got >= asked else f": the exchange had only {got} of the {asked} asked"
+            self._print(f"   history: {got} bars{note}")
         self.live = status == data.LIVE
 
     def notify_trade(self, trade) -> None:
@@ -90,11 +96,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="local",
         help="ccxt exchange id, or 'local' (default) for the bundled offline exchange",
     )
-    parser.add_argument("--symbol", default="BTC/USDT", help="unified symbol (default BTC/USDT)")
+    parser.add_argument(
+        "--symbol",
+        default="BTC/USDT",
+        help="unified symbol (default BTC/USDT; the local exchange has BTC/USDT and ETH/USDT)",
+    )
     parser.add_argument(
         "--timeframe",
         default=None,
-        help="ccxt timeframe; default 1s on the local exchange (a quick run), 1m elsewhere",
+        help="a ccxt timeframe the venue offers (the local exchange: Binance's); default 1s "
+        "on the local exchange (a quick run), 1m elsewhere",
     )
     parser.add_argument(
         "--mode",
@@ -110,23 +121,68 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--cash", type=float, default=100_000.0, help="paper cash (default 100000)")
     parser.add_argument("--size", type=float, default=0.5, help="units per trade (default 0.5)")
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="ccxt constructor options as JSON, or @file.json (a real exchange only: "
+        "proxies, options, urls)",
+    )
+
+
+def check_args(args: argparse.Namespace, store: CCXTStore | None = None) -> str:
+    """Reject what the venue would reject, before anything starts; returns the timeframe.
+
+    The local exchange accepts any symbol and interval (it derives them), so the demo checks
+    them against what Binance itself offers, as the real exchange would.
+    """
+    for name, value, low in (("bars", args.bars, 1), ("backfill", args.backfill, 0)):
+        if value < low:
+            raise ConfigurationError(f"--{name} must be an integer >= {low}, got {value}")
+    for name in ("cash", "size"):
+        if not getattr(args, name) > 0:
+            raise ConfigurationError(f"--{name} must be > 0, got {getattr(args, name)}")
+    local = args.exchange == "local"
+    timeframe = args.timeframe or ("1s" if local else "1m")
+    if local:
+        if args.config:
+            raise ConfigurationError(
+                "--config is for a real exchange; the local exchange needs none "
+                "(valid choices: drop --config, or add --exchange ID)"
+            )
+        check_local_market(args.symbol, timeframe, elsewhere="with --exchange binance")
+    else:
+        assert store is not None
+        check_timeframe(timeframe, store.exchange.timeframes or {}, store.exchange_id)
+    return timeframe
 
 
 def run_demo(args: argparse.Namespace, out=None) -> DemoStrategy:
-    """Run the demo; returns the strategy (for its counters). Ctrl-C stops it cleanly."""
+    """Run the demo; returns the strategy (for its counters). Ctrl-C stops it cleanly.
+    Bad options raise a :class:`~.errors.ConfigurationError` before anything starts."""
     out = out or sys.stdout
     local = args.exchange == "local"
-    timeframe = args.timeframe or ("1s" if local else "1m")
+    store = None
+    if not local:
+        store = CCXTStore(args.exchange, config=load_config(getattr(args, "config", None)))
+    timeframe = check_args(args, store)
     stack = contextlib.ExitStack()
     with stack:
         if local:
             from .localexchange import LocalExchange
 
-            ex = stack.enter_context(LocalExchange(symbols=(args.symbol,), timeframes=(timeframe,)))
+            # serve the history asked for (the local default is 3,000 candles), so that the
+            # backfill announced below is the backfill delivered
+            ex = stack.enter_context(
+                LocalExchange(
+                    symbols=(args.symbol,),
+                    timeframes=(timeframe,),
+                    history=max(3000, args.backfill + 10),
+                )
+            )
             store = CCXTStore("binance", config=ex.ccxt_config())
             print(f"local exchange (real Binance candles replayed) at {ex.rest_url}", file=out)
-        else:
-            store = CCXTStore(args.exchange)
+        assert store is not None
+        stack.callback(store.stop)
         cerebro = bt.Cerebro(stdstats=False, exactbars=1)
         data = store.getdata(
             dataname=args.symbol,
@@ -139,10 +195,15 @@ def run_demo(args: argparse.Namespace, out=None) -> DemoStrategy:
         cerebro.adddata(data)
         cerebro.broker.setcash(args.cash)
         cerebro.addsizer(bt.sizers.FixedSize, stake=args.size)
-        cerebro.addstrategy(DemoStrategy, live_bars=args.bars, out=out)
+        cerebro.addstrategy(DemoStrategy, live_bars=args.bars, backfill=args.backfill, out=out)
+        history = (
+            f"backfilling {args.backfill} bars"
+            if local
+            else f"asking for {args.backfill} bars of history (a venue may have fewer)"
+        )
         print(
-            f"{store.exchange_id} {args.symbol} {timeframe} via {args.mode}: backfilling "
-            f"{args.backfill} bars, then {args.bars} live bars (Ctrl-C stops)",
+            f"{store.exchange_id} {args.symbol} {timeframe} via {args.mode}: {history}, "
+            f"then {args.bars} live bars (Ctrl-C stops)",
             file=out,
         )
         started = datetime.now()
@@ -157,3 +218,18 @@ def run_demo(args: argparse.Namespace, out=None) -> DemoStrategy:
         print(f"  portfolio      {value:.2f} (start {args.cash:.2f})", file=out)
         print(f"  wall time      {(datetime.now() - started).total_seconds():.1f}s", file=out)
         return strat
+
+
+def demo_command(args: argparse.Namespace, out=None, err=None) -> int:
+    """The ``demo`` command; returns the exit status. A failure is one line on ``err``
+    (the traceback too with ``-v``)."""
+    err = err or sys.stderr
+    try:
+        run_demo(args, out)
+    except KeyboardInterrupt:  # before run_live's handler is installed, or after it
+        print("interrupted", file=err)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one line
+        report_error(exc, err, verbose=getattr(args, "verbose", False))
+        return exit_status(exc)
+    return 0

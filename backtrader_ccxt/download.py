@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import threading
 import time
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from .cache import HistoryCache, cache_key, default_cache_dir
+from .cli import check_local_market, check_timeframe, exit_status, load_config, report_error
 from .errors import BacktraderCCXTError, ConfigurationError
 from .paging import Paginator
 from .rest import RestTarget, walk
@@ -310,24 +310,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--page-limit", type=int, default=None, help="rows per request (default: the venue's max)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress line")
-
-
-def _load_config(text: str | None) -> dict:
-    if not text:
-        return {}
-    if text.startswith("@"):
-        try:
-            with open(text[1:], encoding="utf-8") as fh:
-                text = fh.read()
-        except OSError as exc:
-            raise ConfigurationError(f"--config {text}: {exc.strerror}") from None
-    try:
-        config = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"--config is not valid JSON: {exc.msg}") from None
-    if not isinstance(config, dict):
-        raise ConfigurationError("--config must be a JSON object of ccxt constructor options")
-    return config
+    export = parser.add_argument_group(
+        'export (needs pandas: pip install "backtrader-ccxt[pandas]", [parquet] for Parquet)'
+    )
+    export.add_argument(
+        "--format",
+        choices=("csv", "parquet"),
+        default=None,
+        help="also write the downloaded range to a file (default: from --out's suffix)",
+    )
+    export.add_argument(
+        "--out",
+        default=None,
+        help="the file to write (default SYMBOL-TIMEFRAME.csv/.parquet, e.g. BTC-USDT-1m.csv)",
+    )
+    export.add_argument(
+        "--stamp",
+        choices=("close", "open"),
+        default="close",
+        help="index of the file: each candle's close time (default, as the feeds stamp bars) "
+        "or its open time (ccxt's convention)",
+    )
 
 
 def run_download(args: argparse.Namespace, out=None, err=None) -> int:
@@ -342,13 +345,17 @@ def run_download(args: argparse.Namespace, out=None, err=None) -> int:
         return 2
     line = None if args.quiet else ProgressLine(err)
     redact = str
+    exported = None
     try:
+        target = _export_target(args)  # a missing pandas fails before any request
         with contextlib.ExitStack() as stack:
             if args.local:
                 store, key = _local_store(args, stack), "localexchange"
             else:
-                config = _load_config(args.config)
+                config = load_config(args.config)
                 store, key = CCXTStore(args.exchange, config=config, sandbox=args.sandbox), None
+                # ccxt knows the venue's intervals without a request: fail before any
+                check_timeframe(args.timeframe, store.exchange.timeframes or {}, args.exchange)
             redact = store.redact
             stack.callback(store.stop)
             cache = stack.enter_context(HistoryCache(args.cache or default_cache_dir()))
@@ -365,6 +372,8 @@ def run_download(args: argparse.Namespace, out=None, err=None) -> int:
                 progress=line,
             )
             file = cache.file
+            if target is not None:
+                exported = _export(cache, result, args, *target)
     except KeyboardInterrupt:
         if line is not None:
             line.finish()
@@ -376,8 +385,8 @@ def run_download(args: argparse.Namespace, out=None, err=None) -> int:
     except BacktraderCCXTError as exc:
         if line is not None:
             line.finish()
-        print(f"error: {redact(str(exc))}", file=err)
-        return 2 if isinstance(exc, ConfigurationError) else 1
+        report_error(exc, err, verbose=getattr(args, "verbose", False), redact=redact)
+        return exit_status(exc)
     if line is not None:
         line.finish()
     spans = ", ".join(f"{_fmt(s)} .. {_fmt(e)}" for s, e in result.coverage) or "nothing"
@@ -387,13 +396,43 @@ def run_download(args: argparse.Namespace, out=None, err=None) -> int:
         file=out,
     )
     print(f"cached candle opens: {spans}", file=out)
+    if exported is not None:
+        rows, path = exported
+        print(f"wrote {rows} candles ({args.stamp}-stamped) to {path}", file=out)
     return 0
+
+
+def _export_target(args: argparse.Namespace):
+    """(path, format) to export to, or None; checked (and pandas imported) up front."""
+    if args.format is None and args.out is None:
+        return None
+    from .frames import export_target
+
+    out = args.out
+    if out is None:
+        out = f"{args.symbol.replace('/', '-').replace(':', '-')}-{args.timeframe}.{args.format}"
+    return export_target(out, args.format)
+
+
+def _export(cache: HistoryCache, result: DownloadResult, args, path, fmt) -> tuple[int, object]:
+    from .frames import export_frame
+
+    frame = cache.read_frame(
+        result.exchange,
+        result.symbol,
+        result.timeframe,
+        result.since_ms,
+        result.until_ms,
+        stamp=args.stamp,
+    )
+    return len(frame), export_frame(frame, path, fmt)
 
 
 def _local_store(args: argparse.Namespace, stack: contextlib.ExitStack) -> CCXTStore:
     """A store on a local exchange started for this command, serving back to ``--since``."""
     from .localexchange import LocalExchange
 
+    check_local_market(args.symbol, args.timeframe, elsewhere="without --local")
     tf_ms = parse_tf(args.timeframe).ms
     if args.bars is not None:
         history = max(3000, args.bars + 10)

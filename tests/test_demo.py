@@ -91,3 +91,119 @@ def test_demo_help_explains_every_option():
     assert proc.returncode == 0
     for opt in ("--exchange", "--symbol", "--timeframe", "--mode", "--bars", "--backfill"):
         assert opt in proc.stdout
+
+
+# -- what a newcomer's second hour hit (issue 15) --------------------------------------------
+
+
+def run_demo(*args: str, timeout: float = 60, pre: tuple[str, ...] = ()):
+    cmd = [sys.executable, "-W", "error::ResourceWarning", "-m", "backtrader_ccxt", *pre, "demo"]
+    return subprocess.run(
+        [*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env(), cwd=ROOT
+    )
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (("--timeframe", "7m"), ("'7m'", "1s, 1m, 3m, 5m, 15m", "resample")),
+        (("--timeframe", "1M"), ("'1M'", "1d, 3d, 1w")),  # Binance has it, the replay not
+        (("--symbol", "DOGE/USDT"), ("'DOGE/USDT'", "BTC/USDT, ETH/USDT", "--exchange binance")),
+        (("--exchange", "binance", "--timeframe", "7m"), ("'7m'", "1w, 1M", "resample")),
+    ],
+)
+def test_demo_rejects_what_the_venue_would_reject_in_one_line(args, names):
+    """The local exchange serves any interval; the demo checks against Binance's own list
+    before starting anything (it used to run 7m bars for 105 minutes)."""
+    proc = run_demo(*args)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""  # nothing started
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("error: ")
+    for name in names:
+        assert name in line
+
+
+def dead_exchange_config(tmp_path: Path) -> str:
+    """ccxt options pointing every Binance URL at a port on 127.0.0.1 that nobody serves."""
+    import json
+
+    from backtrader_ccxt.localexchange import LocalExchange
+
+    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1m",)) as ex:
+        config = ex.ccxt_config()
+    path = tmp_path / "dead.json"
+    path.write_text(json.dumps(config))
+    return f"@{path}"
+
+
+def test_an_unreachable_exchange_is_one_clear_line_and_v_shows_the_traceback(tmp_path):
+    config = dead_exchange_config(tmp_path)
+    proc = run_demo("--exchange", "binance", "--config", config, "--mode", "polling")
+    assert proc.returncode == 1
+    assert "Traceback" not in proc.stderr
+    (line,) = error_lines(proc.stderr)
+    assert line == proc.stderr.splitlines()[-1]
+    assert "loading markets" in line and "Connection refused" in line  # the real cause
+    assert "gave up" in line and "-v" in line
+    assert "RetryableError" not in proc.stderr  # the error is final by now
+    # the retries before it are announced one line each, and that is all
+    assert len(proc.stderr.splitlines()) <= 5 + 1
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_v_before_or_after_the_subcommand_shows_the_traceback(where):
+    bad = ("--timeframe", "7m")
+    proc = run_demo(*bad, "-v") if where == "after" else run_demo(*bad, pre=("-v",))
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" in proc.stderr and "UnsupportedTimeframeError" in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("error: --timeframe '7m'")
+
+
+def summary_value(out: str, label: str) -> int:
+    (line,) = [x for x in out.splitlines() if x.strip().startswith(label)]
+    return int(line.split()[-1])
+
+
+def test_the_backfill_announced_is_the_backfill_delivered():
+    """The local exchange used to hold 3,000 candles whatever --backfill asked."""
+    proc = run_demo("--backfill", "4000", "--bars", "1", "--mode", "polling", timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "backfilling 4000 bars" in proc.stdout
+    assert summary_value(proc.stdout, "history bars") >= 4000
+    assert "had only" not in proc.stdout
+
+
+def test_a_venue_with_less_history_than_asked_says_so(tmp_path):
+    """--exchange binance on a venue that has only 500 one-second candles."""
+    import json
+
+    from backtrader_ccxt.localexchange import LocalExchange
+
+    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1s",), history=500) as ex:
+        path = tmp_path / "local.json"
+        path.write_text(json.dumps(ex.ccxt_config()))
+        proc = run_demo(
+            "--exchange",
+            "binance",
+            "--config",
+            f"@{path}",
+            "--timeframe",
+            "1s",
+            "--backfill",
+            "800",
+            "--bars",
+            "1",
+            "--mode",
+            "polling",
+            timeout=120,
+        )
+    assert proc.returncode == 0, proc.stderr
+    assert "asking for 800 bars of history" in proc.stdout
+    got = summary_value(proc.stdout, "history bars")
+    assert 500 <= got < 800
+    assert f"history: {got} bars: the exchange had only {got} of the 800 asked" in proc.stdout

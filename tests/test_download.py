@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,90 @@ def test_command_ctrl_c_keeps_pages_and_exits_130(tmp_path):
     with HistoryCache(tmp_path) as cache:
         (start, end), *_ = cache.coverage("localexchange", SYM, "1s")
         assert end - start < 200000 * 1000  # it did stop early
+
+
+# -- --format csv|parquet: the downloaded range as a file ------------------------------------
+
+
+def run_cli(*args: str, pre: str = "") -> subprocess.CompletedProcess:
+    code = (
+        pre + "import sys\nfrom backtrader_ccxt.__main__ import main\nsys.exit(main(sys.argv[1:]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=ROOT,
+    )
+
+
+@pytest.mark.parametrize("fmt, stamp", [("csv", "close"), ("parquet", "close"), ("csv", "open")])
+def test_command_exports_exactly_the_cached_range_and_still_fills_the_cache(tmp_path, fmt, stamp):
+    pd = pytest.importorskip("pandas")
+    from backtrader_ccxt.frames import frame_to_rows, read_frame
+
+    out = tmp_path / f"out/btc.{fmt}"
+    args = ["download", "--local", "--bars", "1200", "--cache", str(tmp_path), "--quiet"]
+    proc = run_cli(*args, "--format", fmt, "--out", str(out), "--stamp", stamp)
+    assert proc.returncode == 0, proc.stderr
+    frame = read_frame(out)
+    assert frame.index.name == f"{stamp}_time" and str(frame.index.tz) == "UTC"
+    with HistoryCache(tmp_path) as cache:
+        ((start, end),) = cache.coverage("localexchange", SYM, TF)
+        rows = cache.read("localexchange", SYM, TF, start)
+        again = cache.read_frame("localexchange", SYM, TF, start, stamp=stamp)
+    assert len(rows) >= 1200 and frame_to_rows(frame, TF) == rows
+    pd.testing.assert_frame_equal(frame, again, check_exact=True)
+    first = frame.index[0].to_pydatetime().replace(tzinfo=None)
+    assert to_ms(first) == rows[0][0] + (M if stamp == "close" else 0)
+    assert f"wrote {len(rows)} candles ({stamp}-stamped) to {out}" in proc.stdout
+
+
+def to_ms(dt: datetime) -> int:
+    return int((dt - datetime(1970, 1, 1)) / timedelta(milliseconds=1))
+
+
+def test_command_without_pandas_fails_in_one_line_naming_the_extra(tmp_path):
+    args = ["download", "--local", "--bars", "50", "--cache", str(tmp_path), "--quiet"]
+    proc = run_cli(*args, "--format", "csv", pre="import sys\nsys.modules['pandas'] = None\n")
+    assert proc.returncode == 2
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("error: ") and 'pip install "backtrader-ccxt[pandas]"' in line
+    assert not list(tmp_path.iterdir())  # failed before downloading anything
+
+    no_engine = "import sys\nsys.modules['pyarrow'] = None\nsys.modules['fastparquet'] = None\n"
+    proc = run_cli(*args, "--out", str(tmp_path / "x.parquet"), pre=no_engine)
+    assert proc.returncode == 2
+    assert 'pip install "backtrader-ccxt[parquet]"' in proc.stderr.splitlines()[-1]
+
+
+def test_command_v_after_the_subcommand_shows_the_traceback(tmp_path):
+    proc = run_cli("download", "--local", "--bars", "5", "--symbol", "BTC-USDT", "-v")
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr
+    assert proc.stderr.splitlines()[-1].startswith("error: ")
+    proc = run_cli("download", "--local", "--bars", "5", "--out", str(tmp_path / "x.xlsx"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert ".csv, .parquet, .pq" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (("--local", "--timeframe", "7m"), ("'7m'", "1m, 3m", "resample")),
+        (("--local", "--symbol", "DOGE/USDT"), ("BTC/USDT, ETH/USDT", "without --local")),
+        (("--exchange", "kraken", "--timeframe", "1s"), ("kraken", "1m, 5m")),  # no request
+    ],
+)
+def test_command_rejects_what_the_venue_would_reject_before_any_request(tmp_path, args, names):
+    """The local exchange derives any symbol and interval; the command line does not let it."""
+    proc = run_cli("download", "--bars", "5", "--cache", str(tmp_path), *args)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.splitlines()
+    assert line.startswith("error: ")
+    for name in names:
+        assert name in line
+    assert not list(tmp_path.iterdir())

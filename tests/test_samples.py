@@ -28,6 +28,7 @@ RUNS = {
     "multi_symbol.py": [],
     "two_stores.py": [],
     "resample_live.py": [],
+    "pandas_sweep.py": ["--history", "600"],
 }
 
 
@@ -94,7 +95,9 @@ def test_every_sample_is_covered():
     assert {_script(r).name for r in RUNS} == {p.name for p in SAMPLES.glob("*.py")}
 
 
-@pytest.mark.parametrize("run", ["live_sma.py", "live_sma_websocket", "backtest_then_live.py"])
+@pytest.mark.parametrize(
+    "run", ["live_sma.py", "live_sma_websocket", "backtest_then_live.py", "pandas_sweep.py"]
+)
 def test_single_feed_samples_print_consecutive_live_bars(results, run):
     bars = _check(results, run)
     assert len(bars) == BARS
@@ -108,6 +111,15 @@ def test_backtest_then_live_backtests_first(results):
     match = re.search(r"^backtest: (\d+) bars", out, re.M)
     assert match and int(match.group(1)) > 150
     assert out.index("backtest:") < out.index("status")
+
+
+def test_pandas_sweep_backtests_every_pair_on_one_frame_then_goes_live(results):
+    code, out, _ = results("pandas_sweep.py")
+    assert code == 0
+    match = re.search(r"^history: (\d+) bars", out, re.M)
+    assert match and int(match.group(1)) == 600
+    assert len(re.findall(r"^sweep ", out, re.M)) == 9
+    assert out.index("best:") < out.index("status")
 
 
 @pytest.mark.parametrize("run", ["multi_symbol.py", "two_stores.py"])
