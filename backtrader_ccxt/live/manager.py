@@ -242,8 +242,8 @@ class StreamManager:
         for lane, lane_keys in by_lane.items():
             ex, tap = self._lanes[lane]
             multi = bool(ex.has.get("watchOHLCVForSymbols"))
-            size = max(1, self.adapter.streams_per_connection) if multi else 1
-            for i in range(0, len(lane_keys), size):
+            size = max(1, self.adapter.streams_per_watch) if multi else 1
+            for n, i in enumerate(range(0, len(lane_keys), size)):
                 group_keys = lane_keys[i : i + size]
                 group = WatchGroup(
                     ex,
@@ -255,6 +255,7 @@ class StreamManager:
                     notify=notify,
                     redact=store.redact,
                     stats=self.stats,
+                    start_delay=n * self.adapter.subscribe_interval,
                 )
                 for key in group_keys:
                     self._groups[key] = group

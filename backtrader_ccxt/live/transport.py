@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,6 +74,7 @@ class WatchGroup:
         notify: Callable[[str, str, tuple[str, ...]], None] | None = None,
         redact: Callable[[str], str] = str,
         stats=None,
+        start_delay: float = 0.0,
     ) -> None:
         self.exchange = exchange
         self.tap = tap
@@ -82,7 +84,7 @@ class WatchGroup:
         self._now_ms = now_ms
         self._notify = notify or (lambda kind, message, symbols: None)
         self._redact = redact
-        self.stats = stats if stats is not None else {}
+        self.stats = stats if stats is not None else Counter()
         self.multi = len(keys) > 1 or bool(exchange.has.get("watchOHLCVForSymbols"))
         if len(keys) > 1 and not exchange.has.get("watchOHLCVForSymbols"):
             raise ValueError("several keys in one group need watchOHLCVForSymbols")
@@ -94,6 +96,7 @@ class WatchGroup:
         self._backoff = Backoff(settings.reconnect_delay, settings.max_reconnect_delay)
         self._attempts = 0
         self.symbols = tuple(dict.fromkeys(s for s, _ in keys))
+        self.start_delay = start_delay  # paces the first subscribe messages of many groups
 
     # -- frames (called by the tap's router, loop thread) ----------------------------------
 
@@ -129,6 +132,10 @@ class WatchGroup:
     async def _watch_loop(self) -> None:
         ex = self.exchange
         pairs = [[s, tf] for s, tf in self.keys]
+        for s, tf in self.keys:
+            self.tap.watch(s, tf)
+        if self.start_delay > 0:
+            await asyncio.sleep(self.start_delay)
         while True:
             for s, tf in self.keys:
                 self.tap.watch(s, tf)  # (again) before any frame of a new connection

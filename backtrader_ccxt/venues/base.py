@@ -34,8 +34,12 @@ class VenueAdapter:
     - ``final_lag_ms``: how long after a candle's close its flagged final may still arrive on
       a healthy connection (OKX sends it after the successor's first update at times). The
       stream waits that long (at least the feed's grace) before confirming over REST.
-    - ``streams_per_connection``: the venue's cap of subscriptions on one connection; the
-      transport splits larger sets over several connections.
+    - ``streams_per_watch``: how many streams one watch call carries (ccxt.pro sends one
+      subscribe message per call: Bybit spot takes 10 topics a message; ccxt's Binance puts
+      each call on a connection of its own, 200 streams each by default, the venue's cap is
+      1,024). Larger sets are split over several calls.
+    - ``subscribe_interval``: seconds between two watch calls' first subscribe messages on
+      one instance (venues cap subscribe messages per second: Binance 5 per connection).
     - ``one_timeframe_per_connection``: ccxt.pro cannot tell two timeframes of one symbol
       apart on one connection (Kraken): each timeframe gets a ccxt.pro instance of its own.
     - ``notes``: one line for the venue table (routing or REST quirks).
@@ -45,7 +49,8 @@ class VenueAdapter:
     rule: str = "timing"
     read_flags: FlagReader | None = None
     final_lag_ms: int = 0
-    streams_per_connection: int = 200
+    streams_per_watch: int = 200
+    subscribe_interval: float = 0.25
     one_timeframe_per_connection: bool = False
     notes: str = ""
     ids: tuple[str, ...] = field(default=())

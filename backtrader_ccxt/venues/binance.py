@@ -31,7 +31,8 @@ ADAPTER = VenueAdapter(
     rule="flag",
     read_flags=read_flags,
     final_lag_ms=0,
-    streams_per_connection=1024,
+    streams_per_watch=200,
+    subscribe_interval=0.25,
     notes="k.x marks the final frame, sent at the close; REST pages of 1000 rows, oldest first",
     ids=("binance", "binanceus", "binanceusdm", "binancecoinm"),
 )

@@ -38,7 +38,8 @@ ADAPTER = VenueAdapter(
     rule="flag",
     read_flags=read_flags,
     final_lag_ms=1000,
-    streams_per_connection=10 * 50,
+    streams_per_watch=10,
+    subscribe_interval=0.1,
     notes="data[].confirm marks the final, sent just after 'end'; REST newest-first, 1000 rows",
     ids=("bybit",),
 )

@@ -39,7 +39,7 @@ ADAPTER = VenueAdapter(
     rule="flag-or-timing",
     read_flags=read_flags,
     final_lag_ms=1000,
-    streams_per_connection=200,
+    streams_per_watch=100,
     notes="result.w marks the final where present (may be missing: then the timing rule)",
     ids=("gate", "gateio"),
 )

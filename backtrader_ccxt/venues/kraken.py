@@ -19,7 +19,7 @@ __all__ = ["ADAPTER"]
 ADAPTER = VenueAdapter(
     name="kraken",
     rule="timing",
-    streams_per_connection=100,
+    streams_per_watch=100,
     one_timeframe_per_connection=True,
     notes=(
         "no flag; one ccxt.pro message hash per symbol for all timeframes (rows are routed by "

@@ -42,7 +42,8 @@ ADAPTER = VenueAdapter(
     rule="flag",
     read_flags=read_flags,
     final_lag_ms=1000,
-    streams_per_connection=480,
+    streams_per_watch=100,
+    subscribe_interval=0.35,
     notes=(
         "candle index 8 'confirm'; the final of T may follow T+1's first update; REST pages "
         "newest-first, 300 rows (history-candles for old data)"
