@@ -2,11 +2,12 @@
 
 ccxt logs every request and response at DEBUG through the ``ccxt.base.exchange`` logger (sync
 and asyncio alike), headers included (``X-MBX-APIKEY``), with signed query strings
-(``signature=...``), whatever ``verbose`` says; and the message of the exception it raises for
-an HTTP error carries the full URL. A user who turns the root logger to DEBUG would write them
-to disk. So:
+(``signature=...``), whatever ``verbose`` says; urllib3 (under the blocking instance's
+``requests`` session) logs the signed URL again at DEBUG; and the message of the exception ccxt
+raises for an HTTP error carries the full URL. A user who turns the root logger to DEBUG would
+write them all to disk. So:
 
-* :class:`CredentialFilter`, installed once on that logger by every store, rewrites each
+* :class:`CredentialFilter`, installed once on those loggers by every store, rewrites each
   record before any handler sees it: the secrets of every live store become ``***``, and so do
   the values of signature / key / token / passphrase query parameters and headers, whoever made
   the request.
@@ -25,10 +26,12 @@ from collections.abc import Callable, Iterable
 
 import ccxt
 
-__all__ = ["CCXT_LOGGER", "CredentialFilter", "guard_exceptions", "install", "register", "scrub"]
+__all__ = ["LOGGERS", "CredentialFilter", "guard_exceptions", "install", "register", "scrub"]
 
-#: The logger every ccxt instance logs its requests to (``Exchange.logger``'s default).
-CCXT_LOGGER = "ccxt.base.exchange"
+#: The loggers that write request URLs and headers: every ccxt instance's (``Exchange.logger``'s
+#: default), and urllib3's connection pool (under ``requests``). A filter acts only on records
+#: created on its own logger, so it goes on each of them, not on a parent.
+LOGGERS = ("ccxt.base.exchange", "urllib3.connectionpool")
 
 _MASK = "***"
 _WORDS = r"(?:signature|sign|key|secret|passphrase|password|token|auth)"
@@ -91,11 +94,12 @@ _filter = CredentialFilter()
 
 
 def install() -> None:
-    """Put the filter on ccxt's request logger (once; idempotent)."""
-    logger = logging.getLogger(CCXT_LOGGER)
+    """Put the filter on the request loggers (once; idempotent)."""
     with _lock:
-        if _filter not in logger.filters:
-            logger.addFilter(_filter)
+        for name in LOGGERS:
+            logger = logging.getLogger(name)
+            if _filter not in logger.filters:
+                logger.addFilter(_filter)
 
 
 def _scrub_exception(exc: BaseException, clean: Callable[[str], str]) -> None:

@@ -364,8 +364,11 @@ def _check_exchange(exchange) -> None:
             "and urls in config (the store builds its own blocking and ccxt.pro instances)"
         )
     text = str(exchange)
-    close = difflib.get_close_matches(text.lower(), ccxt.exchanges, n=5, cutoff=0.6)
-    close += [e for e in ccxt.exchanges if text and text.lower() in e and e not in close][:3]
+    if text.lower() in ccxt.exchanges:
+        close = [text.lower()]  # ids are lower case
+    else:
+        close = difflib.get_close_matches(text.lower(), ccxt.exchanges, n=5, cutoff=0.6)
+        close += [e for e in ccxt.exchanges if text and text.lower() in e and e not in close][:3]
     shown = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
     kind = "" if isinstance(exchange, str) else f" (a {type(exchange).__name__}, not a str)"
     popular = ("binance", "bybit", "coinbase", "kraken", "okx")
