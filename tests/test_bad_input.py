@@ -35,7 +35,11 @@ def ex():
 STORE_CASES = {
     "unknown exchange": ({"exchange": "binanse"}, UnknownExchangeError, ["'binanse'", "binance"]),
     "exchange not a str": ({"exchange": 42}, UnknownExchangeError, ["42", "binance"]),
-    "exchange in capitals": ({"exchange": "Binance"}, UnknownExchangeError, ["did you mean 'binance'?"]),
+    "exchange in capitals": (
+        {"exchange": "Binance"},
+        UnknownExchangeError,
+        ["did you mean 'binance'?"],
+    ),
     "a ccxt instance as exchange": (
         {"exchange": ccxt.binance()},
         UnknownExchangeError,
