@@ -34,11 +34,29 @@ __all__ = ["LOGGERS", "CredentialFilter", "guard_exceptions", "install", "regist
 LOGGERS = ("ccxt.base.exchange", "urllib3.connectionpool")
 
 _MASK = "***"
-_WORDS = r"(?:signature|sign|key|secret|passphrase|password|token|auth)"
+#: a name containing one of these (case-insensitive) holds a credential
+_WORDS = ("sign", "key", "secret", "passphrase", "password", "token", "auth")
 # name=value in a query string or form body: signature=..., apiKey=..., listenKey=...
-_QUERY = re.compile(rf"(?i)(?<![\w-])([\w.-]*{_WORDS}[\w.-]*)=([^&\s'\",]+)")
+_QUERY = re.compile(r"(?<![\w.-])([\w.-]{1,64})=([^&\s'\",]+)")
 # 'Name': 'value' / "name": "value" in a dict repr or JSON: headers and bodies
-_PAIR = re.compile(rf"(?i)(['\"])([^'\"]*{_WORDS}[^'\"]*)\1(\s*:\s*)(['\"])([^'\"]*)\4")
+_PAIR = re.compile(r"(['\"])([\w.-]{1,64})\1(\s*:\s*)(['\"])([^'\"]*)\4")
+
+
+def _sensitive(name: str) -> bool:
+    low = name.lower()
+    return any(word in low for word in _WORDS)
+
+
+def _mask_query(m: re.Match) -> str:
+    return f"{m.group(1)}={_MASK}" if _sensitive(m.group(1)) else m.group(0)
+
+
+def _mask_pair(m: re.Match) -> str:
+    if not _sensitive(m.group(2)):
+        return m.group(0)
+    quote, name, sep, vquote = m.group(1), m.group(2), m.group(3), m.group(4)
+    return f"{quote}{name}{quote}{sep}{vquote}{_MASK}{vquote}"
+
 
 _stores: weakref.WeakSet = weakref.WeakSet()
 _lock = threading.Lock()
@@ -65,13 +83,11 @@ def scrub(text: str, secrets: Iterable[str] | None = None) -> str:
     for secret in _known_secrets() if secrets is None else secrets:
         if secret:
             text = text.replace(secret, _MASK)
-    text = _QUERY.sub(lambda m: f"{m.group(1)}={_MASK}", text)
-    return _PAIR.sub(
-        lambda m: (
-            f"{m.group(1)}{m.group(2)}{m.group(1)}{m.group(3)}{m.group(4)}{_MASK}{m.group(4)}"
-        ),
-        text,
-    )
+    low = text.lower()
+    if not any(word in low for word in _WORDS):  # most bodies (candles) name none: fast path
+        return text
+    text = _QUERY.sub(_mask_query, text)
+    return _PAIR.sub(_mask_pair, text)
 
 
 class CredentialFilter(logging.Filter):
