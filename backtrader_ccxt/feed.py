@@ -14,7 +14,6 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
-from types import MappingProxyType
 
 import backtrader as bt
 
@@ -24,7 +23,7 @@ from .errors import CapabilityError, ConfigurationError, ConfigurationWarning, u
 from .live.polling import PollingSource
 from .rest import RestTarget
 from .retry import Backoff
-from .spec import FeedSpec
+from .spec import FeedSpec, VenueParams
 from .timeframes import parse as parse_tf
 from .timeframes import to_backtrader
 
@@ -409,7 +408,7 @@ class CCXTFeed(bt.feed.DataBase):
             reconnect_delay=float(p.ws_reconnect_delay),
             max_reconnect_delay=float(p.ws_max_reconnect_delay),
             stall_timeout=float(stall),
-            ohlcv_params=MappingProxyType(dict(p.fetch_ohlcv_params or {})),
+            ohlcv_params=VenueParams(p.fetch_ohlcv_params),
         )
 
     def _use_cache(self) -> None:
