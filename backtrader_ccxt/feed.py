@@ -347,6 +347,15 @@ class CCXTFeed(bt.feed.DataBase):
                 "fetch_ohlcv_params must not set 'paginate': the feed pages itself (valid "
                 "choices: venue params such as {'price': 'mark'})"
             )
+        if p.fetch_ohlcv_params and p.cache is not None:
+            # the cache keys candles by exchange, symbol and timeframe: mark-price candles
+            # would land on (and be served as) the trade candles of the same key
+            raise ConfigurationError(
+                f"fetch_ohlcv_params={dict(p.fetch_ohlcv_params)!r} cannot be combined with "
+                "cache: venue params can change what a candle is (mark or index price) and the "
+                "cache would mix them with plain candles; valid choices: cache=None, or no "
+                "fetch_ohlcv_params"
+            )
         if self._tf_missing and not p.historical:
             msg = (
                 f"CCXTFeed {p.dataname!r} has no timeframe: backtrader's default is daily bars, "

@@ -148,6 +148,11 @@ FEED_CASES = {
         ConfigurationError,
         ["fetch_ohlcv_params", "'price=mark'", "dict"],
     ),
+    "fetch_ohlcv_params with a cache": (
+        {"fetch_ohlcv_params": {"price": "mark"}, "cache": "CACHE"},
+        ConfigurationError,
+        ["fetch_ohlcv_params", "cache", "mark"],
+    ),
     "fetch_ohlcv_params with paginate": (
         {"fetch_ohlcv_params": {"paginate": True}},
         ConfigurationError,
@@ -211,9 +216,11 @@ def _run_feed(store, **kwargs):
 
 
 @pytest.mark.parametrize("case", list(FEED_CASES))
-def test_feed_rejects_at_start(ex, case):
+def test_feed_rejects_at_start(ex, case, tmp_path):
     kwargs, exc, words = FEED_CASES[case]
     kwargs = dict(kwargs)
+    if kwargs.get("cache") == "CACHE":
+        kwargs["cache"] = tmp_path / "cache.sqlite"
     if kwargs.get("fromdate") == "FUTURE":
         kwargs["fromdate"] = datetime(1970, 1, 1) + timedelta(milliseconds=ex.now_ms() + 3600_000)
     store = CCXTStore("binance", config=ex.ccxt_config())
