@@ -457,5 +457,6 @@ class CCXTFeed(bt.feed.DataBase):
             redact=store.redact,
             params=dict(spec.ohlcv_params),
             notify=store.notify,
+            give_up_is_fatal=spec.historical,
         )
         return PollingSource(store.exchange, spec, store.clock, target)

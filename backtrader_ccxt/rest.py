@@ -68,6 +68,8 @@ class RestTarget:
     params: dict = field(default_factory=dict)
     #: ``notify(kind, message, symbols)``, e.g. :meth:`CCXTStore.notify`; None: silent
     notify: Callable[[str, str, tuple], None] | None = None
+    #: a given-up fetch ends the feed (historical backfill): notify FATAL, not CONNECTION_LOST
+    give_up_is_fatal: bool = False
     #: a fetch was given up (retries spent) and no fetch has succeeded since
     broken: bool = False
 
@@ -86,7 +88,7 @@ class RestTarget:
             )
 
     def gave_up(self, err: BaseException) -> None:
-        if isinstance(err, FatalExchangeError):
+        if isinstance(err, FatalExchangeError) or self.give_up_is_fatal:
             self._notify(FATAL, str(err))
         elif not self.broken:
             self.broken = True

@@ -263,6 +263,7 @@ class CCXTStore:
                 self.retries,
                 Backoff(self.retry_delay, self.retry_max_delay),
                 self.redact,
+                notify=lambda kind, message: self.notify(kind, message),
             )
         self._markets_loaded = True
 

@@ -129,3 +129,13 @@ def test_call_with_retry_without_notify_still_works():
 
     assert call_with_retry(FakeExchange([]), fn, "ctx", 5, Backoff(0.0, 0.0), wait=_no_wait) == "ok"
     assert len(calls) == 3
+
+
+def test_a_historical_give_up_is_notified_as_fatal():
+    ex = FakeExchange([ccxt.RequestTimeout("slow")] * 5)
+    notes = []
+    target = _target(notes, retries=1)
+    target.give_up_is_fatal = True
+    with pytest.raises(RetryableError):
+        fetch_page(ex, target, 0, 5, _no_wait)
+    assert notes == [("FATAL", ("BTC/USDT",))]
