@@ -12,6 +12,7 @@ from .errors import (
     BacktraderCCXTError,
     CapabilityError,
     ConfigurationError,
+    ConfigurationWarning,
     ExchangeRequestError,
     FatalExchangeError,
     RetryableError,
@@ -20,6 +21,7 @@ from .errors import (
     UnsupportedTimeframeError,
 )
 from .feed import CCXTFeed
+from .notifications import StoreNotification
 from .running import run_live, stop_on_sigint
 from .store import CCXTStore
 
@@ -32,11 +34,13 @@ __all__ = [
     "CCXTFeed",
     "CCXTStore",
     "ConfigurationError",
+    "ConfigurationWarning",
     "ExchangeRequestError",
     "FatalExchangeError",
     "HistoryCache",
     "RetryableError",
     "Status",
+    "StoreNotification",
     "UnknownExchangeError",
     "UnknownSymbolError",
     "UnsupportedTimeframeError",

@@ -7,10 +7,11 @@ backtrader lines and notifications.
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
+import warnings
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -18,11 +19,11 @@ import backtrader as bt
 
 from .bars import Bar, BarGate, Status, bar_from_row
 from .cache import FeedCacheLink, HistoryCache, cache_key
-from .errors import CapabilityError, ConfigurationError
+from .errors import CapabilityError, ConfigurationError, ConfigurationWarning, unknown_keywords
 from .live.polling import PollingSource
 from .rest import RestTarget
 from .retry import Backoff
-from .spec import FeedSpec
+from .spec import FeedSpec, VenueParams
 from .timeframes import parse as parse_tf
 from .timeframes import to_backtrader
 
@@ -32,6 +33,18 @@ __all__ = ["CCXTFeed"]
 
 _DEFAULT_PAGE = 500
 _EPOCH = datetime(1970, 1, 1)
+
+_STORE_PARAM = "a store parameter: CCXTStore({name}=...).getdata(...)"
+#: Feed keywords of the prior plugins that this feed does not take, and what to write instead
+#: (the cloudQuant fork's feed built its own store from the store's keywords).
+_PRIOR_FEED_PARAMS = {
+    **{
+        n: _STORE_PARAM.format(name=n)
+        for n in ("exchange", "config", "retries", "sandbox", "use_rate_limiter")
+    },
+    "currency": "the prior plugins' broker currency: there is no broker here, drop it",
+    "symbol": "write dataname='BTC/USDT'",
+}
 
 
 def _to_ms(dt: datetime) -> int:
@@ -64,7 +77,9 @@ class CCXTFeed(bt.feed.DataBase):
       - ``name`` (str): the name backtrader shows for the feed.
       - ``timeframe`` / ``compression``: the exchange bar size, as backtrader constants
         (``bt.TimeFrame.Minutes``, 15) or a ccxt string in ``timeframe`` (``'15m'``).
-        Read from these params, never from ``resampledata``'s target.
+        Read from these params, never from ``resampledata``'s target. Without
+        ``timeframe`` the bars are daily (backtrader's default), and a live feed warns
+        (:class:`~.errors.ConfigurationWarning`) at ``start()``: pass it explicitly.
       - ``fromdate`` / ``todate`` (naive UTC datetimes): the first and last bar by close time.
       - ``historical`` (bool, default False): backfill ``fromdate..todate`` (or until now)
         then end with DISCONNECTED, no live part.
@@ -74,6 +89,9 @@ class CCXTFeed(bt.feed.DataBase):
         history to backfill.
       - ``ohlcv_limit`` (int, default None): rows per REST page, capped by the exchange's own
         maximum (used when None).
+      - ``fetch_ohlcv_params`` (dict, default None): venue params passed to every REST
+        candle request (ccxt ``fetch_ohlcv(..., params=...)``), e.g. ``{'price': 'mark'}``
+        for mark-price candles on the venues that offer them.
       - ``drop_newest`` (bool, default False): distrust the newest closed row of a REST page
         that reaches the present (for venues whose REST finalises candles late); it is
         fetched again on the next poll.
@@ -100,10 +118,12 @@ class CCXTFeed(bt.feed.DataBase):
 
     params = (
         ("store", None),
+        ("timeframe", None),  # None: backtrader's Days, with a warning for a live feed
         ("historical", False),
         ("backfill_start", True),
         ("backfill_bars", 100),
         ("ohlcv_limit", None),
+        ("fetch_ohlcv_params", None),
         ("drop_newest", False),
         ("use_websocket", False),
         ("use_threaded_data", False),
@@ -119,13 +139,10 @@ class CCXTFeed(bt.feed.DataBase):
     def __init__(self, **kwargs) -> None:
         if kwargs:  # backtrader hands over what is not a declared param: a typo, surely
             valid = [name for name, _ in self.params._getitems()]
-            hints = {k: difflib.get_close_matches(k, valid, n=1) for k in kwargs}
-            named = ", ".join(
-                f"{k!r}" + (f" (did you mean {hints[k][0]!r}?)" if hints[k] else "") for k in kwargs
-            )
-            raise ConfigurationError(
-                f"unknown CCXTFeed parameter {named}; valid choices: {', '.join(sorted(valid))}"
-            )
+            raise unknown_keywords("CCXTFeed", kwargs, valid, _PRIOR_FEED_PARAMS)
+        self._tf_missing = self.p.timeframe is None
+        if self._tf_missing:
+            self.p.timeframe = bt.TimeFrame.Days
         # A ccxt string ('15m') is turned into backtrader's (timeframe, compression) here,
         # before backtrader copies them to _timeframe/_compression; a bad one raises at start().
         self._tf_text = self.p.timeframe if isinstance(self.p.timeframe, str) else None
@@ -320,6 +337,33 @@ class CCXTFeed(bt.feed.DataBase):
             val = getattr(p, name)
             if val is not None and not isinstance(val, datetime):
                 raise ConfigurationError(f"{name} must be a datetime or None, got {val!r}")
+        if p.fetch_ohlcv_params is not None and not isinstance(p.fetch_ohlcv_params, Mapping):
+            raise ConfigurationError(
+                f"fetch_ohlcv_params must be a dict of venue params or None, got "
+                f"{p.fetch_ohlcv_params!r}"
+            )
+        if p.fetch_ohlcv_params and "paginate" in p.fetch_ohlcv_params:
+            raise ConfigurationError(
+                "fetch_ohlcv_params must not set 'paginate': the feed pages itself (valid "
+                "choices: venue params such as {'price': 'mark'})"
+            )
+        if p.fetch_ohlcv_params and p.cache is not None:
+            # the cache keys candles by exchange, symbol and timeframe: mark-price candles
+            # would land on (and be served as) the trade candles of the same key
+            raise ConfigurationError(
+                f"fetch_ohlcv_params={dict(p.fetch_ohlcv_params)!r} cannot be combined with "
+                "cache: venue params can change what a candle is (mark or index price) and the "
+                "cache would mix them with plain candles; valid choices: cache=None, or no "
+                "fetch_ohlcv_params"
+            )
+        if self._tf_missing and not p.historical:
+            msg = (
+                f"CCXTFeed {p.dataname!r} has no timeframe: backtrader's default is daily bars, "
+                "so this live feed delivers one bar a day and is silent until the day closes. "
+                "Pass timeframe='1m' (or bt.TimeFrame.Minutes) - or timeframe='1d' to keep days."
+            )
+            log.warning("%s", msg)
+            warnings.warn(msg, ConfigurationWarning, stacklevel=2)
         if p.use_websocket and not self._store.has("watchOHLCV", websocket=True):
             raise CapabilityError(
                 f"exchange {self._store.exchange_id!r} has no WebSocket OHLCV (ccxt.pro "
@@ -373,6 +417,7 @@ class CCXTFeed(bt.feed.DataBase):
             reconnect_delay=float(p.ws_reconnect_delay),
             max_reconnect_delay=float(p.ws_max_reconnect_delay),
             stall_timeout=float(stall),
+            ohlcv_params=VenueParams(p.fetch_ohlcv_params),
         )
 
     def _use_cache(self) -> None:
@@ -410,5 +455,8 @@ class CCXTFeed(bt.feed.DataBase):
             retries=spec.retries,
             backoff=Backoff(store.retry_delay, store.retry_max_delay),
             redact=store.redact,
+            params=dict(spec.ohlcv_params),
+            notify=store.notify,
+            give_up_is_fatal=spec.historical,
         )
         return PollingSource(store.exchange, spec, store.clock, target)

@@ -3,7 +3,11 @@
 Two drivers over the same rules: blocking (the default polling mode, in backtrader's thread,
 with a sync ccxt instance) and asyncio (the store's loop thread, with a ccxt.pro instance).
 Retryable failures back off (honouring ``Retry-After``) and are retried up to ``retries``
-times; what is left is raised as our own :class:`~.errors.ExchangeRequestError`.
+times (an unclassified venue error at most :data:`~.errors.BOUNDED_RETRIES` times, see
+:func:`~.errors.classify`); what is left is raised as our own
+:class:`~.errors.ExchangeRequestError`. A ``notify`` callable, when given, hears of rate
+limiting, of a fetch given up for good or for now, and of the first success after that
+(the store's notifications, see :mod:`.notifications`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ from typing import TypeVar
 import ccxt
 
 from .bars import Bar
-from .errors import is_retryable, translate
+from .errors import (
+    BOUNDED_RETRIES,
+    ExchangeRequestError,
+    FatalExchangeError,
+    Verdict,
+    classify,
+    translate,
+)
+from .notifications import CONNECTION_LOST, CONNECTION_RESTORED, FATAL, RATE_LIMITED
 from .paging import Paginator
 from .retry import Backoff, retry_after_seconds
 from .timeframes import Timeframe
@@ -54,9 +66,33 @@ class RestTarget:
     backoff: Backoff = field(default_factory=lambda: Backoff(0.5, 30.0))
     redact: Callable[[str], str] = str
     params: dict = field(default_factory=dict)
+    #: ``notify(kind, message, symbols)``, e.g. :meth:`CCXTStore.notify`; None: silent
+    notify: Callable[[str, str, tuple], None] | None = None
+    #: a given-up fetch ends the feed (historical backfill): notify FATAL, not CONNECTION_LOST
+    give_up_is_fatal: bool = False
+    #: a fetch was given up (retries spent) and no fetch has succeeded since
+    broken: bool = False
 
     def context(self, since_ms: int) -> str:
         return f"fetch_ohlcv({self.symbol!r}, {self.tf.ccxt!r}, since={since_ms})"
+
+    def _notify(self, kind: str, message: str) -> None:
+        if self.notify is not None:
+            self.notify(kind, message, (self.symbol,))
+
+    def succeeded(self) -> None:
+        if self.broken:
+            self.broken = False
+            self._notify(
+                CONNECTION_RESTORED, f"fetch_ohlcv({self.symbol!r}, {self.tf.ccxt!r}) answers again"
+            )
+
+    def gave_up(self, err: BaseException) -> None:
+        if isinstance(err, FatalExchangeError) or self.give_up_is_fatal:
+            self._notify(FATAL, str(err))
+        elif not self.broken:
+            self.broken = True
+            self._notify(CONNECTION_LOST, str(err))
 
 
 def _retry_delay(
@@ -67,21 +103,35 @@ def _retry_delay(
     retries: int,
     backoff: Backoff,
     redact: Callable[[str], str],
+    notify: Callable[[str, str], None] | None = None,
 ) -> float:
     """The delay before attempt ``attempt + 1``, or raise when the error is final."""
-    if not is_retryable(exc) or attempt >= retries:
-        raise translate(exc, context, redact) from exc
+    verdict = classify(exc, getattr(exchange, "id", None))
+    budget = retries if verdict is Verdict.RETRY else min(retries, BOUNDED_RETRIES)
+    if verdict is Verdict.FATAL or attempt >= budget:
+        if verdict is Verdict.RETRY_BOUNDED:
+            err = FatalExchangeError(
+                redact(
+                    f"{context}: {type(exc).__name__}: {exc} (given up after {attempt + 1} attempts)"
+                )
+            )
+        else:
+            err = translate(exc, context, redact)
+        raise err from exc
     floor = retry_after_seconds(getattr(exchange, "last_response_headers", None))
     delay = backoff.next_delay(floor=floor)
+    reason = redact(f"{type(exc).__name__}: {exc}")[:300]
     log.warning(
         "%s %s failed (%s), retry %d/%d in %.2fs",
         exchange.id,
         context,
-        redact(f"{type(exc).__name__}: {exc}")[:300],
+        reason,
         attempt + 1,
-        retries,
+        budget,
         delay,
     )
+    if notify is not None and isinstance(exc, ccxt.RateLimitExceeded | ccxt.DDoSProtection):
+        notify(RATE_LIMITED, f"{context}: rate limited ({reason}), retry in {delay:.2f}s")
     return delay
 
 
@@ -93,17 +143,19 @@ def call_with_retry(
     backoff: Backoff,
     redact: Callable[[str], str] = str,
     wait: Callable[[float], bool] | None = None,
+    notify: Callable[[str, str], None] | None = None,
 ) -> T:
     """``fn()`` with retries of retryable failures (blocking); ccxt errors come out
-    translated. ``wait(delay)`` returns False to stop (default: wait the delay)."""
+    translated. ``wait(delay)`` returns False to stop (default: wait the delay);
+    ``notify(kind, message)`` hears of rate limiting."""
     attempt = 0
     while True:
         try:
             result = fn()
             backoff.reset()
             return result
-        except Exception as exc:  # noqa: BLE001 - classified by is_retryable
-            delay = _retry_delay(exchange, context, exc, attempt, retries, backoff, redact)
+        except Exception as exc:  # noqa: BLE001 - classified by errors.classify
+            delay = _retry_delay(exchange, context, exc, attempt, retries, backoff, redact, notify)
             attempt += 1
             waited = wait(delay) if wait is not None else not threading.Event().wait(delay)
             if not waited:
@@ -117,6 +169,7 @@ async def call_with_retry_async(
     retries: int,
     backoff: Backoff,
     redact: Callable[[str], str] = str,
+    notify: Callable[[str, str], None] | None = None,
 ) -> T:
     """The asyncio twin of :func:`call_with_retry`."""
     attempt = 0
@@ -127,8 +180,8 @@ async def call_with_retry_async(
             return result
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - classified by is_retryable
-            delay = _retry_delay(exchange, context, exc, attempt, retries, backoff, redact)
+        except Exception as exc:  # noqa: BLE001 - classified by errors.classify
+            delay = _retry_delay(exchange, context, exc, attempt, retries, backoff, redact, notify)
             attempt += 1
             await asyncio.sleep(delay)
 
@@ -145,15 +198,22 @@ def fetch_page(
             )
         )
 
-    return call_with_retry(
-        exchange,
-        call,
-        target.context(since_ms),
-        target.retries,
-        target.backoff,
-        target.redact,
-        wait,
-    )
+    try:
+        rows = call_with_retry(
+            exchange,
+            call,
+            target.context(since_ms),
+            target.retries,
+            target.backoff,
+            target.redact,
+            wait,
+            target._notify,
+        )
+    except ExchangeRequestError as err:
+        target.gave_up(err)
+        raise
+    target.succeeded()
+    return rows
 
 
 async def fetch_page_async(exchange, target: RestTarget, since_ms: int, limit: int) -> list:
@@ -166,9 +226,21 @@ async def fetch_page_async(exchange, target: RestTarget, since_ms: int, limit: i
             )
         )
 
-    return await call_with_retry_async(
-        exchange, call, target.context(since_ms), target.retries, target.backoff, target.redact
-    )
+    try:
+        rows = await call_with_retry_async(
+            exchange,
+            call,
+            target.context(since_ms),
+            target.retries,
+            target.backoff,
+            target.redact,
+            target._notify,
+        )
+    except ExchangeRequestError as err:
+        target.gave_up(err)
+        raise
+    target.succeeded()
+    return rows
 
 
 def walk(

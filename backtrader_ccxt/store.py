@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import inspect
 import logging
 import threading
 from collections import Counter
@@ -17,6 +18,7 @@ from collections.abc import Callable, Mapping
 
 import ccxt
 
+from . import notifications, redaction
 from .clock import ExchangeClock
 from .errors import (
     CapabilityError,
@@ -24,7 +26,9 @@ from .errors import (
     UnknownExchangeError,
     UnknownSymbolError,
     choices,
+    unknown_keywords,
 )
+from .notifications import NotificationQueue, StoreNotification
 from .rest import call_with_retry
 from .retry import Backoff
 from .timeframes import Timeframe, resolve
@@ -34,6 +38,28 @@ log = logging.getLogger(__name__)
 __all__ = ["CCXTStore"]
 
 _SECRET_KEYS = ("apiKey", "secret", "password", "uid", "privateKey", "walletAddress", "token")
+
+_NO_BROKER = "there is no broker here: drop it, backtrader's broker keeps the cash (cerebro.broker.setcash(...))"
+
+#: Store keywords of the prior plugins (bt-ccxt-store, the cloudQuant fork, Ed Bartosh's fork)
+#: that this store does not take, and what to write instead.
+_PRIOR_STORE_PARAMS = {
+    "currency": f"bt-ccxt-store's and the cloudQuant fork's broker currency; {_NO_BROKER}",
+    "use_rate_limiter": (
+        "cloudQuant fork; ccxt's own rate limiter is always on here "
+        "(config={'enableRateLimit': False} turns it off)"
+    ),
+    "use_connection_manager": (
+        "cloudQuant fork; reconnects and retries are built in (retries, retry_delay, "
+        "retry_max_delay here; ws_reconnect_delay on the feed)"
+    ),
+    "broker_mapping": f"bt-ccxt-store's getbroker(broker_mapping=...); {_NO_BROKER}",
+    "exchange_id": "write exchange='<ccxt id>'",
+    "exchange_name": "write exchange='<ccxt id>'",
+    "testnet": "write sandbox=True",
+    "api_key": "credentials go in config={'apiKey': ..., 'secret': ...}",
+    "api_secret": "credentials go in config={'apiKey': ..., 'secret': ...}",
+}
 
 
 class CCXTStore:
@@ -67,16 +93,22 @@ class CCXTStore:
         clock_rate: float = 1.0,
         retry_delay: float = 0.5,
         retry_max_delay: float = 30.0,
+        **unknown,
     ) -> None:
-        if not isinstance(exchange, str) or exchange not in ccxt.exchanges:
-            close = difflib.get_close_matches(str(exchange), ccxt.exchanges, n=5)
-            hint = f" (did you mean {', '.join(close)}?)" if close else ""
-            raise UnknownExchangeError(
-                f"unknown exchange {exchange!r}{hint}; valid choices: {choices(ccxt.exchanges, 200)}"
-            )
+        if unknown:
+            raise _unknown_store_keywords(unknown)
+        _check_exchange(exchange)
         if config is not None and not isinstance(config, Mapping):
+            hint = ""
+            if isinstance(config, str):
+                hint = (
+                    " (bt-ccxt-store's CCXTStore(exchange, currency, config, retries) took the "
+                    "currency second; here write CCXTStore(exchange, config={...}, retries=...) "
+                    "and drop the currency)"
+                )
             raise ConfigurationError(
-                f"config must be a dict of ccxt constructor options, got {type(config).__name__}"
+                f"config must be a dict of ccxt constructor options, got "
+                f"{type(config).__name__} {config!r}{hint}"
             )
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise ConfigurationError(f"retries must be an integer >= 0, got {retries!r}")
@@ -95,6 +127,10 @@ class CCXTStore:
         self._secrets = tuple(
             str(v) for k, v in self._config.items() if k in _SECRET_KEYS and v and len(str(v)) >= 4
         )
+        # ccxt logs request headers and signed URLs at DEBUG whatever our settings: mask them
+        redaction.register(self)
+        redaction.install()
+        self._notes = NotificationQueue()
         self._lock = threading.RLock()
         self._exchange = None
         self._markets_loaded = False
@@ -112,10 +148,13 @@ class CCXTStore:
     # -- secrets ---------------------------------------------------------------------------
 
     def redact(self, text: str) -> str:
-        """``text`` with every credential of this store replaced by ``***``."""
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
+        """``text`` with every credential of this store (and any signature, key or token
+        parameter) replaced by ``***``."""
+        return redaction.scrub(text, self._secrets)
+
+    def secrets(self) -> tuple[str, ...]:
+        """The credential values this store masks (for :mod:`.redaction`)."""
+        return self._secrets
 
     # -- ccxt instances --------------------------------------------------------------------
 
@@ -149,6 +188,7 @@ class CCXTStore:
             if self._exchange is None:
                 ex = getattr(ccxt, self.exchange_id)(self._instance_config())
                 self._apply_sandbox(ex)
+                redaction.guard_exceptions(ex, self.redact)
                 self._exchange = ex
             return self._exchange
 
@@ -170,6 +210,7 @@ class CCXTStore:
         cfg.setdefault("options", {}).setdefault("OHLCVLimit", 10)
         ex = cls(cfg)
         self._apply_sandbox(ex)
+        redaction.guard_exceptions(ex, self.redact)
         if self._markets_loaded:
             ex.set_markets_from_exchange(self.exchange)
         return ex
@@ -189,12 +230,19 @@ class CCXTStore:
     # -- lifecycle -------------------------------------------------------------------------
 
     def start(self, data=None, broker=None) -> None:
-        """Load markets and measure the clock once; called by each feed's ``start()``."""
+        """Load markets and measure the clock once; called by each feed's ``start()``.
+
+        A feed's cerebro gets this store added (``cerebro.addstore``) if it was not, so
+        ``notify_store`` hears the store's notifications without more code.
+        """
         with self._lock:
             if not self._markets_loaded:
                 self._load_markets()
             if data is not None:
                 self._users += 1  # only once started: a failed start holds nothing
+        env = getattr(data, "_env", None) if data is not None else None
+        if env is not None and hasattr(env, "addstore"):
+            env.addstore(self)  # a no-op when the user added it already
 
     def _load_markets(self) -> None:
         ex = self.exchange
@@ -215,6 +263,7 @@ class CCXTStore:
                 self.retries,
                 Backoff(self.retry_delay, self.retry_max_delay),
                 self.redact,
+                notify=lambda kind, message: self.notify(kind, message),
             )
         self._markets_loaded = True
 
@@ -239,9 +288,24 @@ class CCXTStore:
 
         return CCXTFeed(store=self, **kwargs)
 
+    def notify(self, kind: str, message: str, symbols=()) -> StoreNotification:
+        """Queue a notification for ``notify_store``. Safe from any thread.
+
+        ``kind`` is one of :data:`~.notifications.KINDS` (``CONNECTION_LOST``,
+        ``CONNECTION_RESTORED``, ``STALL``, ``RATE_LIMITED``, ``FATAL``,
+        ``RECONNECT_BUDGET_SPENT``); ``symbols`` the feeds affected (empty: all of them).
+        The message is redacted here.
+        """
+        note = notifications.make(kind, self.exchange_id, self.redact(str(message)), symbols)
+        self._notes.put(note)
+        self.stats[f"notify_{kind.lower()}"] += 1
+        return note
+
     def get_notifications(self) -> list:
-        """For ``cerebro.addstore``: this store reports through its feeds, so nothing here."""
-        return []
+        """What happened since the last call, as backtrader's ``(msg, args, kwargs)``
+        triples: ``msg`` is a :class:`~.notifications.StoreNotification`. Cerebro calls
+        this once per loop and passes each ``msg`` to every strategy's ``notify_store``."""
+        return [(note, (), {}) for note in self._notes.drain()]
 
     @property
     def manager(self):
@@ -283,3 +347,58 @@ class CCXTStore:
             feats = feats.get("linear" if market.get("linear", True) else "inverse") or {}
         limit = ((feats or {}).get("fetchOHLCV") or {}).get("limit")
         return int(limit) if limit else None
+
+
+def _check_exchange(exchange) -> None:
+    """An :class:`UnknownExchangeError` unless ``exchange`` is a ccxt id."""
+    if isinstance(exchange, str) and exchange in ccxt.exchanges:
+        return
+    if isinstance(exchange, ccxt.Exchange) or (
+        isinstance(exchange, type) and issubclass(exchange, ccxt.Exchange)
+    ):
+        is_class = isinstance(exchange, type)
+        ex_id = exchange.__name__ if is_class else (getattr(exchange, "id", None) or "<id>")
+        raise UnknownExchangeError(
+            f"exchange must be a ccxt id string, got the ccxt {ex_id} "
+            f"{'class' if is_class else 'instance'}; pass its id: "
+            f"CCXTStore(exchange={ex_id!r}, config={{...}}) with the instance's keys, options "
+            "and urls in config (the store builds its own blocking and ccxt.pro instances)"
+        )
+    text = str(exchange)
+    if text.lower() in ccxt.exchanges:
+        close = [text.lower()]  # ids are lower case
+    else:
+        close = difflib.get_close_matches(text.lower(), ccxt.exchanges, n=5, cutoff=0.6)
+        close += [e for e in ccxt.exchanges if text and text.lower() in e and e not in close][:3]
+    shown = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+    kind = "" if isinstance(exchange, str) else f" (a {type(exchange).__name__}, not a str)"
+    popular = ("binance", "bybit", "coinbase", "kraken", "okx")
+    examples = ", ".join(e for e in popular if e in ccxt.exchanges)
+    raise UnknownExchangeError(
+        f"unknown exchange {exchange!r}{kind}; {shown}valid choices: the "
+        f"{len(ccxt.exchanges)} ids in ccxt.exchanges, e.g. {examples} "
+        '(python -c "import ccxt; print(ccxt.exchanges)")'
+    )
+
+
+def _unknown_store_keywords(unknown: Mapping) -> ConfigurationError:
+    from .feed import CCXTFeed
+
+    prior = dict(_PRIOR_STORE_PARAMS)
+    for name, _ in CCXTFeed.params._getitems():
+        prior.setdefault(name, f"a feed parameter: store.getdata(..., {name}=...)")
+    prior.setdefault(
+        "fetch_ohlcv_params", "a feed parameter: store.getdata(..., fetch_ohlcv_params={...})"
+    )
+    for name in unknown:
+        if name not in prior and _is_ccxt_option(name):
+            prior[name] = f"a ccxt option: config={{{name!r}: ...}}"
+    valid = [n for n in inspect.signature(CCXTStore).parameters if n != "unknown"]
+    return unknown_keywords("CCXTStore", unknown, valid, prior)
+
+
+def _is_ccxt_option(name: str) -> bool:
+    # ccxt's constructor config sets instance attributes that the class declares
+    sentinel = object()
+    value = getattr(ccxt.Exchange, name, sentinel)
+    return value is not sentinel and not callable(value) and not name.startswith("_")

@@ -14,9 +14,16 @@ from datetime import datetime, timezone
 
 import backtrader as bt
 
-from .errors import UnsupportedTimeframeError, choices
+from .errors import UnsupportedTimeframeError
 
-__all__ = ["Timeframe", "parse", "from_backtrader", "to_backtrader", "resolve"]
+__all__ = [
+    "Timeframe",
+    "by_duration",
+    "from_backtrader",
+    "parse",
+    "resolve",
+    "to_backtrader",
+]
 
 _UNITS_MS = {
     "s": 1_000,
@@ -98,6 +105,28 @@ def parse(text: str) -> Timeframe:
     return Timeframe(int(match.group(1)), match.group(2))
 
 
+def by_duration(names) -> list[str]:
+    """ccxt timeframe strings shortest first (``1m, 15m, 12h, 1d, 1M``); unparseable last."""
+
+    def key(name: str):
+        try:
+            return (0, parse(name).ms, name)
+        except UnsupportedTimeframeError:
+            return (1, 0, name)
+
+    return sorted({str(n) for n in names}, key=key)
+
+
+_RESAMPLE_HINT = (
+    "; for a size the exchange lacks, fetch a smaller one and add it with "
+    "cerebro.resampledata(data, timeframe=..., compression=...)"
+)
+
+
+def _offered(available) -> str:
+    return ", ".join(by_duration(available)) + _RESAMPLE_HINT
+
+
 def _candidates(timeframe: int, compression: int) -> list[str]:
     """ccxt spellings for a backtrader bar size, preferred first."""
     n = compression
@@ -138,8 +167,20 @@ def from_backtrader(timeframe: int, compression: int, available=None) -> Timefra
     cands = _candidates(timeframe, compression)
     if not cands:
         valid = ", ".join(f"bt.TimeFrame.{v}" for v in _BT_NAMES.values())
+        offered = (
+            f"; the exchange's sizes: {', '.join(by_duration(available))}" if available else ""
+        )
+        if timeframe == bt.TimeFrame.Ticks:
+            raise UnsupportedTimeframeError(
+                "timeframe bt.TimeFrame.Ticks is not supported: this package delivers candles "
+                f"(OHLCV bars), not trades or ticks{offered}; pass a candle size as a ccxt "
+                f"string ('1m') or a backtrader constant, valid choices: {valid}{_RESAMPLE_HINT}"
+            )
+        names = bt.TimeFrame.Names
+        known = isinstance(timeframe, int) and 0 < timeframe < len(names)
+        name = f"bt.TimeFrame.{names[timeframe]}" if known else repr(timeframe)
         raise UnsupportedTimeframeError(
-            f"timeframe {timeframe!r} is not supported; valid choices: {valid}"
+            f"timeframe {name} is not supported{offered}; valid choices: {valid}"
         )
     if available is None:
         return parse(cands[0])
@@ -149,7 +190,7 @@ def from_backtrader(timeframe: int, compression: int, available=None) -> Timefra
     name = _BT_NAMES.get(timeframe, timeframe)
     raise UnsupportedTimeframeError(
         f"timeframe {name} x compression {compression} ({cands[0]!r}) is not offered by the "
-        f"exchange; valid choices: {choices(available)}"
+        f"exchange; valid choices: {_offered(available)}"
     )
 
 
@@ -174,7 +215,7 @@ def resolve(timeframe, compression, available=None) -> Timeframe:
         if available is not None and tf.ccxt not in available:
             raise UnsupportedTimeframeError(
                 f"timeframe {timeframe!r} is not offered by the exchange; valid choices: "
-                f"{choices(available)}"
+                f"{_offered(available)}"
             )
         return tf
     return from_backtrader(timeframe, compression, available)

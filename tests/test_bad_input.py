@@ -4,9 +4,11 @@ names the bad value and the valid choices. Feed errors surface from cerebro.run(
 from __future__ import annotations
 
 import threading
+import warnings
 from datetime import datetime, timedelta
 
 import backtrader as bt
+import ccxt
 import pytest
 
 from backtrader_ccxt import (
@@ -15,6 +17,7 @@ from backtrader_ccxt import (
     CCXTFeed,
     CCXTStore,
     ConfigurationError,
+    ConfigurationWarning,
     UnknownExchangeError,
     UnknownSymbolError,
     UnsupportedTimeframeError,
@@ -32,6 +35,51 @@ def ex():
 STORE_CASES = {
     "unknown exchange": ({"exchange": "binanse"}, UnknownExchangeError, ["'binanse'", "binance"]),
     "exchange not a str": ({"exchange": 42}, UnknownExchangeError, ["42", "binance"]),
+    "exchange in capitals": (
+        {"exchange": "Binance"},
+        UnknownExchangeError,
+        ["did you mean 'binance'?"],
+    ),
+    "a ccxt instance as exchange": (
+        {"exchange": ccxt.binance()},
+        UnknownExchangeError,
+        ["instance", "exchange='binance'", "config"],
+    ),
+    "a ccxt class as exchange": (
+        {"exchange": ccxt.okx},
+        UnknownExchangeError,
+        ["class", "exchange='okx'"],
+    ),
+    "bt-ccxt-store's currency": (
+        {"exchange": "binance", "currency": "USDT"},
+        ConfigurationError,
+        ["'currency'", "no broker", "setcash", "valid choices: clock"],
+    ),
+    "bt-ccxt-store's positional currency": (
+        {"exchange": "binance", "config": "USDT"},
+        ConfigurationError,
+        ["'USDT'", "currency", "config={...}"],
+    ),
+    "cloudQuant's use_rate_limiter": (
+        {"exchange": "binance", "use_rate_limiter": True},
+        ConfigurationError,
+        ["'use_rate_limiter'", "enableRateLimit"],
+    ),
+    "a feed parameter on the store": (
+        {"exchange": "binance", "fetch_ohlcv_params": {}},
+        ConfigurationError,
+        ["'fetch_ohlcv_params'", "store.getdata("],
+    ),
+    "a ccxt option on the store": (
+        {"exchange": "binance", "timeout": 3000},
+        ConfigurationError,
+        ["'timeout'", "config={'timeout'"],
+    ),
+    "a misspelt store keyword": (
+        {"exchange": "binance", "retires": 3},
+        ConfigurationError,
+        ["'retires'", "did you mean 'retries'"],
+    ),
     "config not a dict": (
         {"exchange": "binance", "config": "apiKey=x"},
         ConfigurationError,
@@ -88,7 +136,27 @@ FEED_CASES = {
     "ticks timeframe": (
         {"timeframe": bt.TimeFrame.Ticks},
         UnsupportedTimeframeError,
-        ["Minutes", "Seconds"],
+        ["bt.TimeFrame.Ticks", "candles", "1s, 1m", "resampledata", "Minutes", "Seconds"],
+    ),
+    "timeframe list by duration": (
+        {"timeframe": "7m"},
+        UnsupportedTimeframeError,
+        ["1s, 1m, 3m, 5m, 15m, 30m, 1h", "resampledata"],
+    ),
+    "fetch_ohlcv_params not a dict": (
+        {"fetch_ohlcv_params": "price=mark"},
+        ConfigurationError,
+        ["fetch_ohlcv_params", "'price=mark'", "dict"],
+    ),
+    "fetch_ohlcv_params with a cache": (
+        {"fetch_ohlcv_params": {"price": "mark"}, "cache": "CACHE"},
+        ConfigurationError,
+        ["fetch_ohlcv_params", "cache", "mark"],
+    ),
+    "fetch_ohlcv_params with paginate": (
+        {"fetch_ohlcv_params": {"paginate": True}},
+        ConfigurationError,
+        ["paginate", "pages itself"],
     ),
     "zero compression": (
         {"timeframe": bt.TimeFrame.Minutes, "compression": 0},
@@ -148,9 +216,11 @@ def _run_feed(store, **kwargs):
 
 
 @pytest.mark.parametrize("case", list(FEED_CASES))
-def test_feed_rejects_at_start(ex, case):
+def test_feed_rejects_at_start(ex, case, tmp_path):
     kwargs, exc, words = FEED_CASES[case]
     kwargs = dict(kwargs)
+    if kwargs.get("cache") == "CACHE":
+        kwargs["cache"] = tmp_path / "cache.sqlite"
     if kwargs.get("fromdate") == "FUTURE":
         kwargs["fromdate"] = datetime(1970, 1, 1) + timedelta(milliseconds=ex.now_ms() + 3600_000)
     store = CCXTStore("binance", config=ex.ccxt_config())
@@ -161,6 +231,55 @@ def test_feed_rejects_at_start(ex, case):
     for word in words:
         assert word in message, (word, message)
     assert threading.active_count() == threads, "a failed start left a thread behind"
+
+
+@pytest.mark.parametrize(
+    "kwargs, words",
+    [
+        ({"exchange": "binance"}, ["'exchange'", "store parameter", "CCXTStore(exchange="]),
+        ({"currency": "USDT"}, ["'currency'", "no broker"]),
+        ({"symbol": "BTC/USDT"}, ["'symbol'", "dataname="]),
+        ({"fetch_ohlcv_param": {}}, ["did you mean 'fetch_ohlcv_params'"]),
+    ],
+)
+def test_feed_rejects_prior_plugins_keywords_with_what_to_write(kwargs, words):
+    store = CCXTStore("binance")
+    with pytest.raises(ConfigurationError) as info:
+        store.getdata(dataname="BTC/USDT", **kwargs)
+    for word in words:
+        assert word in str(info.value), (word, str(info.value))
+
+
+def test_a_live_feed_without_timeframe_warns_at_start(ex):
+    store = CCXTStore("binance", config=ex.ccxt_config())
+    cerebro = bt.Cerebro(stdstats=False)
+    data = store.getdata(dataname="BTC/USDT", backfill_bars=2)
+    cerebro.adddata(data)
+    cerebro.addstrategy(_StopAtOnce)
+    with pytest.warns(ConfigurationWarning, match="no timeframe.*daily bars.*timeframe="):
+        cerebro.run()
+    assert (data.p.timeframe, data.p.compression) == (bt.TimeFrame.Days, 1)  # still days
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"timeframe": "1d"}, {"timeframe": bt.TimeFrame.Days}, {"historical": True}]
+)
+def test_no_warning_when_days_are_asked_for_or_the_feed_is_historical(ex, kwargs):
+    store = CCXTStore("binance", config=ex.ccxt_config())
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(store.getdata(dataname="BTC/USDT", backfill_bars=2, **kwargs))
+    cerebro.addstrategy(_StopAtOnce)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConfigurationWarning)
+        cerebro.run()
+
+
+class _StopAtOnce(bt.Strategy):
+    def prenext(self):
+        self.env.runstop()
+
+    def next(self):
+        self.env.runstop()
 
 
 def test_feed_without_a_store_is_rejected():

@@ -7,7 +7,14 @@ import ccxt
 import pytest
 
 from backtrader_ccxt.errors import ConfigurationError, UnsupportedTimeframeError
-from backtrader_ccxt.timeframes import Timeframe, from_backtrader, parse, resolve, to_backtrader
+from backtrader_ccxt.timeframes import (
+    Timeframe,
+    by_duration,
+    from_backtrader,
+    parse,
+    resolve,
+    to_backtrader,
+)
 
 DAY = 86_400_000
 BINANCE = ccxt.binance().timeframes  # built from the class description, no network
@@ -18,7 +25,11 @@ def ms(*args) -> int:
 
 
 def valid_choices(message: str) -> set[str]:
-    return set(message.split("valid choices: ", 1)[1].split(", "))
+    return set(message.split("valid choices: ", 1)[1].split("; ", 1)[0].split(", "))
+
+
+def listed_choices(message: str) -> list[str]:
+    return message.split("valid choices: ", 1)[1].split("; ", 1)[0].split(", ")
 
 
 @pytest.mark.parametrize(
@@ -177,7 +188,8 @@ def test_bad_backtrader_timeframe(timeframe):
     with pytest.raises(UnsupportedTimeframeError) as info:
         from_backtrader(timeframe, 1, BINANCE)
     msg = str(info.value)
-    assert repr(timeframe) in msg
+    named = {bt.TimeFrame.Ticks: "bt.TimeFrame.Ticks", bt.TimeFrame.NoTimeFrame: "NoTimeFrame"}
+    assert named.get(timeframe, repr(timeframe)) in msg
     assert valid_choices(msg) == {
         f"bt.TimeFrame.{n}" for n in ("Seconds", "Minutes", "Days", "Weeks", "Months", "Years")
     }
@@ -251,3 +263,39 @@ def test_open_of_is_the_calendar_exact_inverse_of_close_of():
     for tf in ("1s", "15m", "4h", "1w", "1M", "3M"):
         t = parse(tf)
         assert t.open_of(t.close_of(ms(2023, 1, 1))) == ms(2023, 1, 1)
+
+
+def test_ticks_says_what_the_package_offers_instead():
+    with pytest.raises(UnsupportedTimeframeError) as info:
+        from_backtrader(bt.TimeFrame.Ticks, 1, BINANCE)
+    msg = str(info.value)
+    assert "Ticks" in msg and "candles" in msg and "resampledata" in msg
+    assert "1s, 1m, 3m" in msg  # the venue's sizes, shortest first
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: resolve("2m", None, BINANCE),
+        lambda: from_backtrader(bt.TimeFrame.Minutes, 7, BINANCE),
+    ],
+)
+def test_choices_are_listed_by_duration_with_a_resample_hint(call):
+    with pytest.raises(UnsupportedTimeframeError) as info:
+        call()
+    msg = str(info.value)
+    listed = listed_choices(msg)
+    assert listed == sorted(listed, key=lambda t: parse(t).ms)
+    assert listed[:3] == ["1s", "1m", "3m"] and listed[-1] == "1M"
+    assert "cerebro.resampledata" in msg
+
+
+def test_by_duration_puts_unparseable_names_last():
+    assert by_duration(["1d", "12h", "1M", "15m", "odd", "1m"]) == [
+        "1m",
+        "15m",
+        "12h",
+        "1d",
+        "1M",
+        "odd",
+    ]
