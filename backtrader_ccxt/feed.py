@@ -105,6 +105,12 @@ class CCXTFeed(bt.feed.DataBase):
         live poll's own retries are spent); reset after a healthy message.
       - ``ws_stall_timeout`` (seconds, default None = 3 bars, within 10..90 s): a stream silent
         this long is treated as dead, reconnected and REST-filled.
+      - ``ws_max_connection_age`` (seconds, default 43200 = 12 h; None: never): a connection
+        this old is closed and reopened on purpose (Binance cuts every connection at 24 h;
+        sockets of long runs degrade), with the same REST fill as after any break.
+      - ``ws_reconnections`` (int, default None = forever): consecutive reconnect attempts
+        allowed during one outage; when spent, the stream's feeds end with DISCONNECTED
+        (and the store notifies RECONNECT_BUDGET_SPENT).
       - ``poll_grace`` (seconds, default None = a quarter bar, at most 1 s): how long after a
         candle's close (exchange clock) to poll for it, or to confirm it over REST when the
         stream has not closed it.
@@ -130,6 +136,8 @@ class CCXTFeed(bt.feed.DataBase):
         ("ws_reconnect_delay", 1.0),
         ("ws_max_reconnect_delay", 30.0),
         ("ws_stall_timeout", None),
+        ("ws_max_connection_age", 12 * 3600.0),
+        ("ws_reconnections", None),
         ("poll_grace", None),
         ("qcheck", 0.5),
         ("cache", None),
@@ -333,6 +341,16 @@ class CCXTFeed(bt.feed.DataBase):
             val = getattr(p, name)
             if val is not None and (not _is_num(val) or val < 0):
                 raise ConfigurationError(f"{name} must be a number >= 0 or None, got {val!r}")
+        age = p.ws_max_connection_age
+        if age is not None and (not _is_num(age) or age <= 0):
+            raise ConfigurationError(
+                f"ws_max_connection_age must be a number of seconds > 0 or None (never), got {age!r}"
+            )
+        budget = p.ws_reconnections
+        if budget is not None and (not _is_int(budget) or budget < 0):
+            raise ConfigurationError(
+                f"ws_reconnections must be an integer >= 0 or None (forever), got {budget!r}"
+            )
         for name in ("fromdate", "todate"):
             val = getattr(p, name)
             if val is not None and not isinstance(val, datetime):
@@ -417,6 +435,10 @@ class CCXTFeed(bt.feed.DataBase):
             reconnect_delay=float(p.ws_reconnect_delay),
             max_reconnect_delay=float(p.ws_max_reconnect_delay),
             stall_timeout=float(stall),
+            max_connection_age=None
+            if p.ws_max_connection_age is None
+            else float(p.ws_max_connection_age),
+            reconnections=p.ws_reconnections,
             ohlcv_params=VenueParams(p.fetch_ohlcv_params),
         )
 

@@ -62,6 +62,8 @@ class FeedSpec:
     reconnect_delay: float = 1.0
     max_reconnect_delay: float = 30.0
     stall_timeout: float = 30.0
+    max_connection_age: float | None = 12 * 3600.0
+    reconnections: int | None = None
     ohlcv_params: Mapping[str, Any] = field(default_factory=VenueParams, hash=False)
 
     @property

@@ -235,10 +235,10 @@ class StreamManager:
             reconnect_delay=spec.reconnect_delay,
             max_reconnect_delay=spec.max_reconnect_delay,
             stall_timeout=spec.stall_timeout,
-            max_age=getattr(spec, "max_connection_age", None),
-            reconnections=getattr(spec, "reconnections", None),
+            max_age=spec.max_connection_age,
+            reconnections=spec.reconnections,
         )
-        notify = getattr(store, "notify", None)
+        notify = store.notify
         for lane, lane_keys in by_lane.items():
             ex, tap = self._lanes[lane]
             multi = bool(ex.has.get("watchOHLCVForSymbols"))
@@ -294,7 +294,8 @@ class StreamManager:
             retries=store.retries,
             backoff=Backoff(store.retry_delay, store.retry_max_delay),
             redact=store.redact,
-            params=dict(getattr(spec, "ohlcv_params", None) or {}),
+            params=dict(spec.ohlcv_params),
+            notify=store.notify,
         )
 
     async def _guard(self, sub: _Subscription, coro) -> None:

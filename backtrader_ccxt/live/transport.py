@@ -32,7 +32,8 @@ from dataclasses import dataclass
 
 import ccxt
 
-from ..errors import is_retryable
+from .. import notifications as kinds
+from ..errors import BOUNDED_RETRIES, Verdict, classify
 from ..retry import Backoff
 from .events import Broken, Fatal, Frame, Healthy, StreamEvent
 from .tap import FrameTap
@@ -95,6 +96,7 @@ class WatchGroup:
         self._kill_reason: str | None = None
         self._backoff = Backoff(settings.reconnect_delay, settings.max_reconnect_delay)
         self._attempts = 0
+        self._bounded = 0  # consecutive unclassified venue errors (a bounded budget)
         self.symbols = tuple(dict.fromkeys(s for s, _ in keys))
         self.start_delay = start_delay  # paces the first subscribe messages of many groups
 
@@ -114,8 +116,9 @@ class WatchGroup:
         self.broken = False
         self._backoff.reset()
         self._attempts = 0
+        self._bounded = 0
         self.connected_at = time.monotonic()
-        self._notify("CONNECTION_RESTORED", "stream talks again", self.symbols)
+        self._notify(kinds.CONNECTION_RESTORED, "stream talks again", self.symbols)
         for key in self.keys:
             self._post(key, Healthy(self.epoch))
 
@@ -153,9 +156,9 @@ class WatchGroup:
             except Exception as exc:  # noqa: BLE001 - ccxt passes raw socket errors through
                 killed, self._kill_reason = self._kill_reason, None
                 reason = killed or self._redact(f"{type(exc).__name__}: {exc}")
-                if killed is None and not is_retryable(exc):
+                if killed is None and self._fatal(exc):
                     log.error("stream %s failed for good: %s", self._label(), reason)
-                    self._notify("FATAL", reason, self.symbols)
+                    self._notify(kinds.FATAL, reason, self.symbols)
                     self._post_all(Fatal(reason))
                     return
                 if not await self._broke(reason):
@@ -165,6 +168,15 @@ class WatchGroup:
             if self.broken:
                 self._healthy()
             self._fallback(items)
+
+    def _fatal(self, exc: BaseException) -> bool:
+        """Whether retrying cannot help (errors.classify decides; an unclassified venue
+        error gets a bounded number of attempts)."""
+        verdict = classify(exc, self.exchange.id)
+        if verdict is Verdict.RETRY_BOUNDED:
+            self._bounded += 1
+            return self._bounded > BOUNDED_RETRIES
+        return verdict is Verdict.FATAL
 
     def _fallback(self, items) -> None:
         """Rows from a watch answer for a stream the tap does not see (ccxt replaced its
@@ -189,7 +201,7 @@ class WatchGroup:
             self.broken = True
             self.stats["disconnects"] += 1
             log.warning("stream %s lost: %s", self._label(), reason)
-            self._notify("CONNECTION_LOST", reason, self.symbols)
+            self._notify(kinds.CONNECTION_LOST, reason, self.symbols)
             self._post_all(Broken(reason))
         self.epoch += 1
         self._attempts += 1
@@ -197,7 +209,7 @@ class WatchGroup:
         if budget is not None and self._attempts > budget:
             why = f"reconnect budget spent ({budget} attempts): {reason}"
             log.error("stream %s: %s", self._label(), why)
-            self._notify("RECONNECT_BUDGET_SPENT", why, self.symbols)
+            self._notify(kinds.RECONNECT_BUDGET_SPENT, why, self.symbols)
             self._post_all(Fatal(why))
             return False
         self.stats["reconnects"] += 1
@@ -217,7 +229,7 @@ class WatchGroup:
             if now - self.last_heard > s.stall_timeout and not self._socket_alive(s.stall_timeout):
                 self.stats["stalls"] += 1
                 reason = f"no message for {s.stall_timeout:.1f}s (stalled)"
-                self._notify("STALL", reason, self.symbols)
+                self._notify(kinds.STALL, reason, self.symbols)
                 self._kill(reason)
             elif s.max_age is not None and now - self.connected_at > s.max_age:
                 self.stats["connection_refreshes"] += 1
