@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["ExchangeClock"]
 
+_UNSYNCED_MARGIN_MS = 250
+
 
 class ExchangeClock:
     """Exchange time in ms. ``now`` (a callable returning ms) replaces the system clock.
@@ -55,6 +57,8 @@ class ExchangeClock:
             return
         if not exchange.has.get("fetchTime"):
             log.warning("%s has no fetchTime: using the local clock as exchange time", exchange.id)
+            # unmeasured: keep a margin a well-kept local clock stays within of the venue's
+            self.margin_ms = _UNSYNCED_MARGIN_MS
             self.synced = True
             return
         # Time the request itself, not ccxt's rate limiter: right after load_markets,

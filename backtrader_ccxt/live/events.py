@@ -38,8 +38,9 @@ class Broken:
 
 @dataclass(frozen=True, slots=True)
 class Healthy:
-    """The stream talks again after a break (the first frame or answer of the new
-    connection); everything between the break and now must come from REST."""
+    """The stream talks: the first frame or answer of a connection, sent to every stream of
+    its watch call. After a break, everything between the break and now must come from
+    REST; at the start, the backfill can begin."""
 
     epoch: int
 

@@ -192,6 +192,10 @@ class StreamManager:
         """The ``index``-th ccxt.pro instance with its frame tap (0 is the REST instance)."""
         while len(self._lanes) <= index:
             ex = self._rest_exchange() if not self._lanes else self._store.new_async_exchange()
+            if self.adapter.ws_timeframes:
+                # e.g. OKX: its WebSocket days and months are Hong Kong time unless asked for
+                # the UTC channels, while its REST candles (and ours) are UTC
+                ex.timeframes = {**(ex.timeframes or {}), **self.adapter.ws_timeframes}
             self._lanes.append((ex, FrameTap(ex, self.adapter, self._on_row)))
             self._lane_keys.append(set())
         return self._lanes[index]
@@ -207,6 +211,8 @@ class StreamManager:
                     final_lag_ms=self.adapter.final_lag_ms,
                     margin_ms=clock.margin_ms,
                     stats=self.stats,
+                    # backfill once the stream talks, so history meets its first candle
+                    stream_first_ms=int(min(3.0, sub.spec.stall_timeout) * 1000),
                 )
             worker = self._poll_worker(sub) if sub.kind == "poll" else self._stream_worker(sub)
             if sub.kind == "stream":
@@ -216,35 +222,51 @@ class StreamManager:
                 self._routes[sub.key].append(sub)
             sub.task = self._spawn(self._guard(sub, worker), sub.spec.label)
         if new_keys:
-            self._start_groups(new_keys, batch[0].spec)
+            first_spec = {}
+            for sub in batch:
+                if sub.kind == "stream":
+                    first_spec.setdefault(sub.key, sub.spec)
+            self._start_groups([(key, first_spec[key]) for key in new_keys])
 
-    def _start_groups(self, keys: list[tuple[str, str]], spec: FeedSpec) -> None:
-        """Split new streams over watch calls: by lane (Kraken: one timeframe of a symbol per
-        connection), then by the venue's cap of streams per connection."""
-        by_lane: dict[int, list[tuple[str, str]]] = {}
-        for key in keys:
+    def _start_groups(self, keyed: list[tuple[tuple[str, str], FeedSpec]]) -> None:
+        """Split new streams over watch calls. One call carries streams of one lane (Kraken:
+        one timeframe of a symbol per connection; Binance: at most ``streams_per_instance``
+        on an instance, whose watch calls share one connection), one market kind (a venue's
+        spot and swap streams live behind different URLs: ccxt refuses to mix them in one
+        call) and one set of reconnect settings, at most ``streams_per_watch`` of them."""
+        adapter = self.adapter
+        markets = self._rest_exchange().markets or {}
+        buckets: dict[tuple, list[tuple[str, str]]] = {}
+        for key, spec in keyed:
             lane = 0
-            if self.adapter.one_timeframe_per_connection:
-                while any(k[0] == key[0] for k in self._lane_keys_of(lane)):
-                    lane += 1
+            cap = adapter.streams_per_instance
+            while (
+                adapter.one_timeframe_per_connection
+                and any(k[0] == key[0] for k in self._lane_keys_of(lane))
+            ) or (cap is not None and len(self._lane_keys_of(lane)) >= cap):
+                lane += 1
             self._lane(lane)
             self._lane_keys[lane].add(key)
-            by_lane.setdefault(lane, []).append(key)
+            m = markets.get(key[0]) or {}
+            kind = (m.get("type"), m.get("linear"), m.get("inverse"), m.get("settle"))
+            settings = TransportSettings(
+                reconnect_delay=spec.reconnect_delay,
+                max_reconnect_delay=spec.max_reconnect_delay,
+                stall_timeout=spec.stall_timeout,
+                max_age=spec.max_connection_age,
+                reconnections=spec.reconnections,
+            )
+            buckets.setdefault((lane, kind, settings), []).append(key)
         store = self._store
-        settings = TransportSettings(
-            reconnect_delay=spec.reconnect_delay,
-            max_reconnect_delay=spec.max_reconnect_delay,
-            stall_timeout=spec.stall_timeout,
-            max_age=spec.max_connection_age,
-            reconnections=spec.reconnections,
-        )
-        notify = store.notify
-        for lane, lane_keys in by_lane.items():
+        paced: dict[int, int] = {}  # watch calls started per lane, for the subscribe pacing
+        for (lane, _kind, settings), bucket in buckets.items():
             ex, tap = self._lanes[lane]
             multi = bool(ex.has.get("watchOHLCVForSymbols"))
-            size = max(1, self.adapter.streams_per_watch) if multi else 1
-            for n, i in enumerate(range(0, len(lane_keys), size)):
-                group_keys = lane_keys[i : i + size]
+            size = max(1, adapter.streams_per_watch) if multi else 1
+            for i in range(0, len(bucket), size):
+                group_keys = bucket[i : i + size]
+                n = paced.get(lane, 0)
+                paced[lane] = n + 1
                 group = WatchGroup(
                     ex,
                     tap,
@@ -252,10 +274,10 @@ class StreamManager:
                     settings,
                     post=self._post,
                     now_ms=store.clock.now_ms,
-                    notify=notify,
+                    notify=store.notify,
                     redact=store.redact,
                     stats=self.stats,
-                    start_delay=n * self.adapter.subscribe_interval,
+                    start_delay=n * adapter.subscribe_interval,
                 )
                 for key in group_keys:
                     self._groups[key] = group
@@ -317,6 +339,7 @@ class StreamManager:
         """A watcher that ends unexpectedly takes its feeds down loudly, never silently."""
         from .events import Fatal
 
+        keys = list(group.keys)
         try:
             await group.run()
         except asyncio.CancelledError:
@@ -326,6 +349,14 @@ class StreamManager:
             log.error("%s", reason, exc_info=True)
             for key in group.keys:
                 self._post(key, Fatal(reason))
+        # the group ended (fatal, or its budget spent): its feeds ended with it; a feed that
+        # subscribes to one of its streams later gets a new group
+        for key in keys:
+            if self._groups.get(key) is group:
+                del self._groups[key]
+                self._routes.pop(key, None)
+                for lane_keys in self._lane_keys:
+                    lane_keys.discard(key)
 
     # -- loop thread: routing --------------------------------------------------------------
 

@@ -8,7 +8,9 @@ answers and failures); out: REST pages to fetch, bars and statuses in delivery o
 The rules:
 
 - **History first.** The backfill walks REST from ``since_ms``; no streamed bar leaves
-  before it completes (streamed finals are held meanwhile). A backfill that fails is
+  before it completes (streamed finals are held meanwhile). It starts once the stream talks
+  (or after ``stream_first_ms`` without a word), so the history reaches the first candle
+  the stream will show and no gap needs filling at the seam. A backfill that fails is
   retried with backoff, CONNBROKEN meanwhile.
 - **Closed, by the venue's word.** A frame the venue flags final (``Frame.final is True``)
   is the candle's final state: it leaves at once if it follows the last delivered bar
@@ -29,7 +31,10 @@ The rules:
   timing close is filled from REST.
 - **On time.** If nothing closed the next candle by its close + ``wait_ms`` (the feed's
   grace, or the venue's final lag if longer), it is confirmed over REST; a confirmation that
-  finds nothing new (venue late, or an omitted empty candle) backs off, up to a bar.
+  finds nothing new (venue late, or an omitted empty candle) backs off, up to a bar. REST
+  rows count as closed only once their close is a grace behind the request (a venue's REST
+  may still be finalising the candle), so an untrusted timing close waits for that too.
+  Confirmations go on while the stream is broken: they are its fills.
 - **Breaks.** After a break, once the stream talks again, REST fills from the last settled
   candle, then LIVE. A fatal stream or REST error ends the feed (DISCONNECTED). The feed
   ends at ``todate``.
@@ -88,6 +93,7 @@ class StreamMachine:
         final_lag_ms: int = 0,
         margin_ms: int = 0,
         stats: Counter | None = None,
+        stream_first_ms: int | None = None,
     ) -> None:
         self.spec = spec
         self.tf = spec.tf
@@ -97,6 +103,9 @@ class StreamMachine:
         #: every candle opening before this is settled: delivered, or known absent from REST
         self.settled_ms = spec.since_ms
         self.wait_ms = max(spec.grace_ms, final_lag_ms)
+        #: REST rows count as closed only once their close is this far behind the request (a
+        #: venue's REST may still be finalising a candle just after its close), as in polling
+        self._settle_ms = max(0, spec.grace_ms)
         self.margin_ms = max(0, margin_ms)
         self.stats: Counter = stats if stats is not None else Counter()
         self.held: dict[int, Bar] = {}
@@ -104,7 +113,10 @@ class StreamMachine:
         self.stream_broken = False
         self.rest_broken = False
         self.live = False
-        self._need: str | None = "backfill"  # purpose of the next REST walk
+        # purpose of the next REST walk; the backfill waits for the stream if asked to
+        self._need: str | None = None if stream_first_ms else "backfill"
+        self._stream_first_ms = stream_first_ms
+        self._backfill_at: int | None = None  # when to backfill if the stream stays silent
         self._pager: Paginator | None = None
         self._purpose: str | None = None
         self._heal_requested = False  # the stream talks again: the next walk fills the gap
@@ -149,9 +161,15 @@ class StreamMachine:
             if now_ms < self._resume_at:
                 return self._resume_at
             self._resume_at = None
+        if self.phase == "backfill" and self._pager is None and self._need is None:
+            if self._backfill_at is None:
+                self._backfill_at = now_ms + (self._stream_first_ms or 0)
+            if now_ms < self._backfill_at:
+                return self._backfill_at
+            self._need = "backfill"  # the stream is silent: history first all the same
         while True:
             if self._pager is not None:
-                page = self._pager.next_page(now_ms)
+                page = self._pager.next_page(now_ms - self._settle_ms)
                 if page is not None:
                     self.stats["rest_pages"] += 1
                     self.stats[f"rest_{self._purpose}"] += 1
@@ -164,8 +182,8 @@ class StreamMachine:
                 self._start_walk(self._need)
                 continue
             break
-        if self.phase != "live" or self.stream_broken:
-            return FOREVER  # the stream must talk (or a REST retry is pending) first
+        if self.phase != "live":
+            return FOREVER  # the stream must talk first (or a REST retry is pending)
         until = self.spec.until_ms
         if until is not None and (
             self.settled_ms >= until or now_ms >= until + self.tf.ms + self.wait_ms
@@ -231,7 +249,7 @@ class StreamMachine:
         if self._pager is None:
             return  # the feed ended while the page was under way
         self._failures.reset()
-        for bar in self._pager.accept(rows, asked_at_ms):
+        for bar in self._pager.accept(rows, asked_at_ms - self._settle_ms):
             if self._deliver(bar, "rest"):
                 self._walk_bars += 1
             if self.phase == "done":
@@ -272,7 +290,10 @@ class StreamMachine:
             self._update_health(event.reason)
         elif isinstance(event, Healthy):
             if self.stream_broken and not (self._heal_requested or self._heal_walk):
-                self._heal_requested = True
+                self._heal_requested = True  # the next walk to start covers the break
+            if self.phase == "backfill" and self._pager is None and self._need is None:
+                self._need = "backfill"  # the stream talks: its first candle is near now
+            elif self._heal_requested:
                 self._want("fill")
         elif isinstance(event, Fatal):
             self._finish(event.reason, fatal=True)
@@ -319,8 +340,9 @@ class StreamMachine:
         if trusted:
             self._offer(cur.bar)
         else:
+            # REST, but not before close + wait (the due-time confirmation): a venue's REST
+            # may still be finalising the candle right after its close
             self.stats["stream_untrusted"] += 1
-            self._want("fill")
 
     # -- delivery --------------------------------------------------------------------------
 
@@ -329,7 +351,9 @@ class StreamMachine:
         last = self.gate.last_open_ms
         if last is not None and bar.open_ms <= last:
             return
-        if self.phase == "live" and self._pager is None and bar.open_ms <= self.settled_ms:
+        if self.phase == "live" and bar.open_ms <= self.settled_ms:
+            # even while a walk runs: the venue's own final beats a REST row that may not
+            # be final yet (the gate drops the walk's copy)
             self._deliver(bar, "stream")
             return
         if len(self.held) < _MAX_HELD:
@@ -344,6 +368,10 @@ class StreamMachine:
             self._need = purpose
 
     def _deliver(self, bar: Bar, source: str) -> bool:
+        until = self.spec.until_ms
+        if until is not None and bar.open_ms >= until:
+            self._finish("todate reached")
+            return False
         if not self.gate.admit(bar):
             return False
         self.settled_ms = max(self.settled_ms, bar.close_ms)
@@ -356,7 +384,6 @@ class StreamMachine:
             self._confirm_backoff.reset()
         for k in [k for k in self.held if k <= bar.open_ms]:
             del self.held[k]
-        until = self.spec.until_ms
         if until is not None and bar.close_ms >= until:
             self._finish("todate reached")
         return True

@@ -19,6 +19,7 @@ ccxt.pro's handler name and on its per-timeframe cache; the venue tests catch a 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from ccxt.async_support.base.ws.cache import ArrayCacheByTimestamp
@@ -57,33 +58,44 @@ class FrameTap:
         self.on_row = on_row
         self.rows = rows
         self._flags: dict | None = None
+        self._client = None  # the client whose candle frame is being handled
+        #: which ccxt client carries each (symbol, timeframe), and when each client last
+        #: carried a candle frame (monotonic): pings and acks do not count as talking
+        self.client_of: dict[tuple[str, str], object] = {}
+        self.client_heard: dict[int, float] = {}
         self.unreadable = 0
         self._wrap()
 
     def _wrap(self) -> None:
         read = self.adapter.read_flags
         original = getattr(self.exchange, "handle_ohlcv", None)
-        if read is None or original is None:
+        if original is None:
             return
         exchange = self.exchange
 
         def handle_ohlcv(client, message):
-            try:
-                self._flags = read(exchange, client, message)
-            except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
-                self.unreadable += 1
-                log.debug("%s: unreadable candle frame: %s", exchange.id, exc)
-                self._flags = None
+            self._client = client
+            self.client_heard[id(client)] = time.monotonic()
+            if read is not None:
+                try:
+                    self._flags = read(exchange, client, message)
+                except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
+                    self.unreadable += 1
+                    log.debug("%s: unreadable candle frame: %s", exchange.id, exc)
+                    self._flags = None
             try:
                 original(client, message)
             finally:
                 self._flags = None
+                self._client = None
 
         exchange.handle_ohlcv = handle_ohlcv
 
     def appended(self, symbol: str, timeframe: str, row: list) -> None:
         flags = self._flags
         final = flags.get((symbol, timeframe, row[0])) if flags else None
+        if self._client is not None:
+            self.client_of[(symbol, timeframe)] = self._client
         self.on_row(symbol, timeframe, row, final)
 
     def watch(self, symbol: str, timeframe: str) -> None:

@@ -91,6 +91,7 @@ class WatchGroup:
             raise ValueError("several keys in one group need watchOHLCVForSymbols")
         self.epoch = 0
         self.broken = False
+        self.up = False  # the first connection has talked
         self.last_heard = time.monotonic()
         self.connected_at = time.monotonic()
         self._kill_reason: str | None = None
@@ -104,7 +105,7 @@ class WatchGroup:
 
     def on_row(self, key: Key, row: list, final: bool | None) -> None:
         self.last_heard = time.monotonic()
-        if self.broken:
+        if self.broken or not self.up:
             self._healthy()
         if final is False:
             # the venue says "partial": nothing the rules use (a flagged candle closes only on
@@ -113,12 +114,14 @@ class WatchGroup:
         self._post(key, Frame(row, final, self._now_ms(), self.epoch))
 
     def _healthy(self) -> None:
+        if self.up:
+            self._notify(kinds.CONNECTION_RESTORED, "stream talks again", self.symbols)
+        self.up = True
         self.broken = False
         self._backoff.reset()
         self._attempts = 0
         self._bounded = 0
         self.connected_at = time.monotonic()
-        self._notify(kinds.CONNECTION_RESTORED, "stream talks again", self.symbols)
         for key in self.keys:
             self._post(key, Healthy(self.epoch))
 
@@ -133,22 +136,18 @@ class WatchGroup:
             await asyncio.gather(watchdog, return_exceptions=True)
 
     async def _watch_loop(self) -> None:
-        ex = self.exchange
-        pairs = [[s, tf] for s, tf in self.keys]
         for s, tf in self.keys:
             self.tap.watch(s, tf)
         if self.start_delay > 0:
             await asyncio.sleep(self.start_delay)
-        while True:
-            for s, tf in self.keys:
-                self.tap.watch(s, tf)  # (again) before any frame of a new connection
+        while self.keys:
             try:
-                if self.multi:
-                    result = await ex.watch_ohlcv_for_symbols(pairs)
-                    items = [(s, tf, rows) for s, d in result.items() for tf, rows in d.items()]
-                else:
-                    s, tf = self.keys[0]
-                    items = [(s, tf, await ex.watch_ohlcv(s, tf))]
+                await self._watch_once()
+                # subscribed and talking: the tap brings every frame, so there is no need to
+                # re-arm the watch on each one (it costs a pass over all the group's streams
+                # per frame). Wait until the group's own connection fails instead.
+                if self._tapped_all():
+                    await self._until_connection_fails()
             except ccxt.ExchangeClosedByUser:
                 return
             except asyncio.CancelledError:
@@ -156,44 +155,113 @@ class WatchGroup:
             except Exception as exc:  # noqa: BLE001 - ccxt passes raw socket errors through
                 killed, self._kill_reason = self._kill_reason, None
                 reason = killed or self._redact(f"{type(exc).__name__}: {exc}")
-                if killed is None and self._fatal(exc):
+                if killed is None and self._fatal(exc, reason):
                     log.error("stream %s failed for good: %s", self._label(), reason)
                     self._notify(kinds.FATAL, reason, self.symbols)
                     self._post_all(Fatal(reason))
                     return
                 if not await self._broke(reason):
                     return
-                continue
-            self.last_heard = time.monotonic()
-            if self.broken:
-                self._healthy()
-            self._fallback(items)
 
-    def _fatal(self, exc: BaseException) -> bool:
+    async def _watch_once(self) -> None:
+        """One watch call (subscribes, or reconnects and resubscribes after a break)."""
+        ex = self.exchange
+        for s, tf in self.keys:
+            self.tap.watch(s, tf)  # (again) before any frame of a new connection
+        if self.multi:
+            result = await ex.watch_ohlcv_for_symbols([[s, tf] for s, tf in self.keys])
+            items = [(s, tf, rows) for s, d in result.items() for tf, rows in d.items()]
+        else:
+            s, tf = self.keys[0]
+            items = [(s, tf, await ex.watch_ohlcv(s, tf))]
+        self.last_heard = time.monotonic()
+        if self.broken or not self.up:
+            self._healthy()
+        self._fallback(items)
+
+    def _current_clients(self) -> dict[int, object]:
+        """The live ccxt clients that carried a frame of this group (a client that failed
+        is gone from ``exchange.clients``; ccxt opens a new one on the next watch)."""
+        live = {id(c) for c in (getattr(self.exchange, "clients", None) or {}).values()}
+        out = {}
+        for key in self.keys:
+            client = self.tap.client_of.get(key)
+            if client is not None and id(client) in live and not client.closed():
+                out[id(client)] = client
+        return out
+
+    def _tapped_all(self) -> bool:
+        tapped = all(self.tap.tapped(s, tf) for s, tf in self.keys)
+        return tapped and bool(self._current_clients())
+
+    async def _until_connection_fails(self) -> None:
+        """Wait on a future of our own in each client carrying the group's streams: ccxt
+        rejects every pending future of a client when its connection fails or closes."""
+        clients = self._current_clients()
+        loop = asyncio.get_running_loop()
+        failed: asyncio.Future = loop.create_future()
+
+        def relay(fut) -> None:
+            if failed.done():
+                return
+            if fut.cancelled():
+                failed.set_exception(ccxt.NetworkError("connection closed"))
+            elif fut.exception() is not None:
+                failed.set_exception(fut.exception())
+            else:
+                failed.set_exception(ccxt.NetworkError("connection ended"))
+
+        watched = []
+        for client in clients.values():
+            if client.closed():
+                raise ccxt.NetworkError("connection closed")
+            fut = client.future(f"backtrader-ccxt:{id(self)}")
+            fut.add_done_callback(relay)
+            watched.append(fut)
+        try:
+            await failed
+        finally:
+            for fut in watched:
+                fut.remove_done_callback(relay)
+
+    def _fatal(self, exc: BaseException, reason: str) -> bool:
         """Whether retrying cannot help (errors.classify decides; an unclassified venue
-        error gets a bounded number of attempts)."""
+        error gets a bounded number of attempts). A fatal error that names some of the
+        group's markets ends those streams only; one that names none of them may belong to
+        another watch call on the same connection (ccxt rejects every future of a client on
+        an error without an id), so it gets the bounded attempts."""
         verdict = classify(exc, self.exchange.id)
+        if verdict is Verdict.FATAL and len(self.keys) > 1:
+            named = [k for k in self.keys if self._market_id(k[0]) in reason]
+            if named and len(named) < len(self.keys):
+                for key in named:
+                    self._post(key, Fatal(reason))
+                    self.keys.remove(key)
+                self._notify(kinds.FATAL, reason, tuple(dict.fromkeys(s for s, _ in named)))
+                return False
+            if not named:
+                verdict = Verdict.RETRY_BOUNDED
         if verdict is Verdict.RETRY_BOUNDED:
             self._bounded += 1
             return self._bounded > BOUNDED_RETRIES
         return verdict is Verdict.FATAL
+
+    def _market_id(self, symbol: str) -> str:
+        market = (self.exchange.markets or {}).get(symbol) or {}
+        return str(market.get("id") or symbol)
 
     def _fallback(self, items) -> None:
         """Rows from a watch answer for a stream the tap does not see (ccxt replaced its
         cache): re-tap it, and pass the rows on, timed now."""
         for s, tf, rows in items:
             key = (s, tf)
-            if key not in self._keyset or self.tap.tapped(s, tf):
+            if key not in self.keys or self.tap.tapped(s, tf):
                 continue
             self.stats["stream_untapped"] += 1
             self.tap.watch(s, tf)
             now = self._now_ms()
             for row in rows:
                 self._post(key, Frame(list(row), None, now, self.epoch))
-
-    @property
-    def _keyset(self) -> set[Key]:
-        return set(self.keys)
 
     async def _broke(self, reason: str) -> bool:
         """Report a break, then wait before the next attempt. False: give up."""
@@ -226,7 +294,7 @@ class WatchGroup:
             if self.broken:
                 continue
             now = time.monotonic()
-            if now - self.last_heard > s.stall_timeout and not self._socket_alive(s.stall_timeout):
+            if now - self.last_heard > s.stall_timeout and not self._clients_talk(now):
                 self.stats["stalls"] += 1
                 reason = f"no message for {s.stall_timeout:.1f}s (stalled)"
                 self._notify(kinds.STALL, reason, self.symbols)
@@ -235,12 +303,17 @@ class WatchGroup:
                 self.stats["connection_refreshes"] += 1
                 self._kill(f"connection older than {s.max_age:.0f}s: refreshed")
 
-    def _socket_alive(self, window_s: float) -> bool:
-        """Whether any socket of the instance received a frame within ``window_s``."""
-        now = self.exchange.milliseconds()
-        for client in list(getattr(self.exchange, "clients", {}).values()):
-            last = getattr(client, "last_message_at", None)
-            if last is not None and now - last < window_s * 1000 and not client.closed():
+    def _clients_talk(self, now: float) -> bool:
+        """Whether a connection carrying this group still brings candle frames (of other
+        streams: a quiet symbol is not a stall). Pings, pongs and acks do not count: a
+        socket that only answers pings while its subscriptions went silent is stalled."""
+        window = self.settings.stall_timeout
+        for key in self.keys:
+            client = self.tap.client_of.get(key)
+            if client is None or client.closed():
+                continue
+            heard = self.tap.client_heard.get(id(client))
+            if heard is not None and now - heard < window:
                 return True
         return False
 

@@ -40,6 +40,11 @@ class VenueAdapter:
       1,024). Larger sets are split over several calls.
     - ``subscribe_interval``: seconds between two watch calls' first subscribe messages on
       one instance (venues cap subscribe messages per second: Binance 5 per connection).
+    - ``streams_per_instance``: the most streams one ccxt.pro instance may carry (ccxt's
+      Binance puts all of an instance's watch calls on one connection, capped at 1,024
+      streams); more go to another instance. None: no cap.
+    - ``ws_timeframes``: ccxt timeframe -> venue channel overrides for the WebSocket
+      instances (OKX: the UTC-aligned channels for days and longer, as its REST uses).
     - ``one_timeframe_per_connection``: ccxt.pro cannot tell two timeframes of one symbol
       apart on one connection (Kraken): each timeframe gets a ccxt.pro instance of its own.
     - ``notes``: one line for the venue table (routing or REST quirks).
@@ -51,6 +56,8 @@ class VenueAdapter:
     final_lag_ms: int = 0
     streams_per_watch: int = 200
     subscribe_interval: float = 0.25
+    streams_per_instance: int | None = None
+    ws_timeframes: dict = field(default_factory=dict)
     one_timeframe_per_connection: bool = False
     notes: str = ""
     ids: tuple[str, ...] = field(default=())

@@ -32,6 +32,7 @@ ADAPTER = VenueAdapter(
     read_flags=read_flags,
     final_lag_ms=0,
     streams_per_watch=200,
+    streams_per_instance=1000,
     subscribe_interval=0.25,
     notes="k.x marks the final frame, sent at the close; REST pages of 1000 rows, oldest first",
     ids=("binance", "binanceus", "binanceusdm", "binancecoinm"),

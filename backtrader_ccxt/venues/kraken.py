@@ -20,6 +20,7 @@ ADAPTER = VenueAdapter(
     name="kraken",
     rule="timing",
     streams_per_watch=100,
+    subscribe_interval=0.05,
     one_timeframe_per_connection=True,
     notes=(
         "no flag; one ccxt.pro message hash per symbol for all timeframes (rows are routed by "

@@ -43,6 +43,14 @@ ADAPTER = VenueAdapter(
     read_flags=read_flags,
     final_lag_ms=1000,
     streams_per_watch=100,
+    ws_timeframes={
+        "6h": "6Hutc",
+        "12h": "12Hutc",
+        "1d": "1Dutc",
+        "1w": "1Wutc",
+        "1M": "1Mutc",
+        "3M": "3Mutc",
+    },
     subscribe_interval=0.35,
     notes=(
         "candle index 8 'confirm'; the final of T may follow T+1's first update; REST pages "
