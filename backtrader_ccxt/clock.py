@@ -43,6 +43,13 @@ class ExchangeClock:
             return int(self._now())
         return int(time.time() * 1000 + self.offset_ms)
 
+    def at_ms(self, wall_s: float) -> int | None:
+        """The exchange time at a moment of the local wall clock (``time.time()``), or None
+        for an injected clock (which has no relation to the wall clock)."""
+        if self._now is not None:
+            return None
+        return int(wall_s * 1000 + self.offset_ms)
+
     def safe_now_ms(self) -> int:
         """A time the exchange has certainly reached: for deciding that a candle closed."""
         return self.now_ms() - self.margin_ms

@@ -22,6 +22,7 @@ from typing import TypeVar
 
 import ccxt
 
+from . import departures
 from .bars import Bar
 from .errors import (
     BOUNDED_RETRIES,
@@ -187,9 +188,15 @@ async def call_with_retry_async(
 
 
 def fetch_page(
-    exchange, target: RestTarget, since_ms: int, limit: int, wait: Callable[[float], bool]
+    exchange,
+    target: RestTarget,
+    since_ms: int,
+    limit: int,
+    wait: Callable[[float], bool],
+    departed: list | None = None,
 ) -> list:
-    """One ``fetch_ohlcv`` with retries (blocking). ``wait(delay)`` returns False to stop."""
+    """One ``fetch_ohlcv`` with retries (blocking). ``wait(delay)`` returns False to stop.
+    ``departed`` (a list) receives when each attempt's request left (:mod:`.departures`)."""
 
     def call() -> list:
         return _copy(
@@ -199,16 +206,17 @@ def fetch_page(
         )
 
     try:
-        rows = call_with_retry(
-            exchange,
-            call,
-            target.context(since_ms),
-            target.retries,
-            target.backoff,
-            target.redact,
-            wait,
-            target._notify,
-        )
+        with departures.recording(departed):
+            rows = call_with_retry(
+                exchange,
+                call,
+                target.context(since_ms),
+                target.retries,
+                target.backoff,
+                target.redact,
+                wait,
+                target._notify,
+            )
     except ExchangeRequestError as err:
         target.gave_up(err)
         raise
@@ -216,8 +224,11 @@ def fetch_page(
     return rows
 
 
-async def fetch_page_async(exchange, target: RestTarget, since_ms: int, limit: int) -> list:
-    """One ``fetch_ohlcv`` with retries on an asyncio ccxt instance."""
+async def fetch_page_async(
+    exchange, target: RestTarget, since_ms: int, limit: int, departed: list | None = None
+) -> list:
+    """One ``fetch_ohlcv`` with retries on an asyncio ccxt instance (``departed``: as in
+    :func:`fetch_page`)."""
 
     async def call() -> list:
         return _copy(
@@ -227,15 +238,16 @@ async def fetch_page_async(exchange, target: RestTarget, since_ms: int, limit: i
         )
 
     try:
-        rows = await call_with_retry_async(
-            exchange,
-            call,
-            target.context(since_ms),
-            target.retries,
-            target.backoff,
-            target.redact,
-            target._notify,
-        )
+        with departures.recording(departed):
+            rows = await call_with_retry_async(
+                exchange,
+                call,
+                target.context(since_ms),
+                target.retries,
+                target.backoff,
+                target.redact,
+                target._notify,
+            )
     except ExchangeRequestError as err:
         target.gave_up(err)
         raise

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 
 import ccxt
 
-from . import notifications, redaction
+from . import departures, notifications, redaction
 from .clock import ExchangeClock
 from .errors import (
     CapabilityError,
@@ -189,6 +189,7 @@ class CCXTStore:
                 ex = getattr(ccxt, self.exchange_id)(self._instance_config())
                 self._apply_sandbox(ex)
                 redaction.guard_exceptions(ex, self.redact)
+                departures.stamp(ex)
                 self._exchange = ex
             return self._exchange
 
@@ -211,6 +212,7 @@ class CCXTStore:
         ex = cls(cfg)
         self._apply_sandbox(ex)
         redaction.guard_exceptions(ex, self.redact)
+        departures.stamp(ex)
         if self._markets_loaded:
             ex.set_markets_from_exchange(self.exchange)
         return ex

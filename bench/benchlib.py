@@ -230,21 +230,34 @@ class Floor(threading.Thread):
     """A bare ccxt.pro client on its own thread and event loop: the least work any ccxt.pro
     consumer can do with the same frames. Two stamps per candle (``time.time()``):
 
-    * ``finals[(symbol, open_ms)]``: ccxt.pro has parsed the candle's final frame (Binance
-      ``k.x``; stamped in a wrapper of the instance's ``handle_ohlcv``, which is also where
-      the plugin reads that flag). This is "receiving the same frame".
-    * ``closed[(symbol, open_ms)]``: the bare ``watch_ohlcv`` loop (``watch_ohlcv_for_symbols``
-      for several symbols) first returns a row of a LATER candle: when a client that relies
-      on ccxt's unified API alone (no closed flag) can know the candle closed.
+    * ``finals[(symbol, open_ms)]``: ccxt.pro has parsed the candle's final frame (the
+      venue's closed flag - Binance ``k.x``, OKX/Bybit ``confirm`` - read in a wrapper of the
+      instance's ``handle_ohlcv`` with the package's venue adapter, which only parses). This
+      is "receiving the same frame".
+    * ``closed[(symbol, open_ms)]`` (``watch=True`` only): the bare ``watch_ohlcv`` loop
+      (``watch_ohlcv_for_symbols`` for several symbols) first returns a row of a LATER
+      candle: when a client that relies on ccxt's unified API alone can know the candle
+      closed. That loop re-arms the watch on every frame, which at 1,000 symbols costs most
+      of a core and starves everything else in the process; ``watch=False`` subscribes once
+      and then only waits (the fair floor for "frame" at scale).
 
     Reconnects on a ``NetworkError`` (counted in ``connects``).
     """
 
-    def __init__(self, config: dict, symbols: list[str], timeframe: str = "1s") -> None:
+    def __init__(
+        self,
+        config: dict,
+        symbols: list[str],
+        timeframe: str = "1s",
+        exchange_id: str = "binance",
+        watch: bool = True,
+    ) -> None:
         super().__init__(name="bench-floor", daemon=True)
         self.config = dict(config)
         self.symbols = list(symbols)
         self.timeframe = timeframe
+        self.exchange_id = exchange_id
+        self.watch = watch
         self.closed: dict[tuple[str, int], float] = {}
         self.finals: dict[tuple[str, int], float] = {}
         self.rows = 0
@@ -266,16 +279,18 @@ class Floor(threading.Thread):
             loop.close()
 
     def _stamp_finals(self, ex) -> None:
+        from backtrader_ccxt.venues import adapter_for
+
+        read = adapter_for(self.exchange_id).read_flags
         original = ex.handle_ohlcv
         finals = self.finals
-        by_id = {s.replace("/", ""): s for s in self.symbols}
 
         def handle_ohlcv(client, message):
             original(client, message)
-            k = message.get("k") if isinstance(message, dict) else None
-            if isinstance(k, dict) and k.get("x") is True:
-                key = (by_id.get(k.get("s")), int(k.get("t", 0)))
-                if key not in finals:
+            flags = read(ex, client, message) if read is not None else None
+            for (symbol, _tf, open_ms), final in (flags or {}).items():
+                key = (symbol, open_ms)
+                if final is True and key not in finals:
                     finals[key] = time.time()
 
         ex.handle_ohlcv = handle_ohlcv
@@ -283,7 +298,7 @@ class Floor(threading.Thread):
     async def _main(self) -> None:
         import ccxt.pro as ccxtpro
 
-        ex = ccxtpro.binance({**self.config, "enableRateLimit": False})
+        ex = getattr(ccxtpro, self.exchange_id)({**self.config, "enableRateLimit": False})
         self._stamp_finals(ex)
         last: dict[str, int] = {}
         try:
@@ -298,6 +313,11 @@ class Floor(threading.Thread):
                     else:
                         res = await ex.watch_ohlcv_for_symbols(pairs)
                         got = [(s, r) for s, d in res.items() for r in d.values()]
+                    if connected and not self.watch:
+                        # subscribed: wait for the connection to fail, reading nothing
+                        await asyncio.gather(
+                            *(c.future("bench-floor") for c in list(ex.clients.values()))
+                        )
                 except ccxt.NetworkError:
                     self.errors += 1
                     connected = False

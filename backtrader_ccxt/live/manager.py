@@ -388,12 +388,15 @@ class StreamManager:
                 return
             if isinstance(action, Page):
                 self.stats["rest_calls"] += 1
+                departed: list = []
                 try:
-                    rows = await fetch_page_async(exchange, target, action.since_ms, action.limit)
+                    rows = await fetch_page_async(
+                        exchange, target, action.since_ms, action.limit, departed
+                    )
                 except ExchangeRequestError as exc:
                     machine.on_failure(exc, clock.now_ms())
                     continue
-                machine.on_rows(rows, now)  # closed-ness judged at request time
+                machine.on_rows(rows, _asked_at(clock, now, departed))
             else:
                 await asyncio.sleep(clock.seconds_until(action + clock.margin_ms))
 
@@ -414,12 +417,16 @@ class StreamManager:
             if action is None:
                 return
             if isinstance(action, Page):
+                departed: list = []
                 try:
-                    rows = await fetch_page_async(exchange, target, action.since_ms, action.limit)
+                    rows = await fetch_page_async(
+                        exchange, target, action.since_ms, action.limit, departed
+                    )
                 except ExchangeRequestError as exc:
                     machine.on_failure(exc, clock.now_ms())
                 else:
-                    machine.on_rows(rows, now)  # closed-ness judged at request time
+                    # closed-ness judged at the time the request left (after the limiter)
+                    machine.on_rows(rows, _asked_at(clock, now, departed))
                 continue
             waiter = sub.waiter = loop.create_future()
             timer = None
@@ -432,3 +439,13 @@ class StreamManager:
                 sub.waiter = None
                 if timer is not None:
                     timer.cancel()
+
+
+def _asked_at(clock, asked_ms: int, departed: list) -> int:
+    """When the page's last attempt left, on the exchange clock, minus the clock margin
+    (never earlier than when it was asked for): what its rows are judged against."""
+    if departed:
+        left = clock.at_ms(departed[-1])
+        if left is not None:
+            return max(asked_ms, left - clock.margin_ms)
+    return asked_ms

@@ -177,16 +177,25 @@ class PollingSource:
             if action is None:
                 return None if not m.outbox else m.outbox.popleft()
             if isinstance(action, Page):
+                departed: list = []
                 try:
                     rows = fetch_page(
-                        self._exchange, self._target, action.since_ms, action.limit, self._wait
+                        self._exchange,
+                        self._target,
+                        action.since_ms,
+                        action.limit,
+                        self._wait,
+                        departed,
                     )
                 except Stopped:
                     return None
                 except ExchangeRequestError as exc:
                     m.on_failure(exc, self._clock.now_ms())
                     continue
-                m.on_rows(rows, now)  # closed-ness judged at request time
+                # closed-ness judged at the time the request left (after ccxt's limiter)
+                if departed and (left := self._clock.at_ms(departed[-1])) is not None:
+                    now = max(now, left - self._clock.margin_ms)
+                m.on_rows(rows, now)
                 continue
             wait_s = self._clock.seconds_until(action + self._clock.margin_ms)
             if timeout is not None and wait_s > timeout:
