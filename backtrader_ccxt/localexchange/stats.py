@@ -21,6 +21,7 @@ _COUNTERS = (
     "ws_messages_lost",
     "ws_pings_sent",
     "ws_pongs_received",
+    "ws_client_pings",
 )
 
 
@@ -42,6 +43,8 @@ class Stats:
         ws_klines_sent: kline events written (a subset of ws_messages_sent).
         ws_messages_lost: frames discarded because a stall fault was active.
         ws_pings_sent / ws_pongs_received: server keepalive pings and the client's pongs.
+        ws_client_pings: the client's application-level pings answered (OKX text ``ping``,
+            Bybit ``{"op": "ping"}``; Binance clients use protocol-level pings).
     """
 
     def __init__(self):
