@@ -18,7 +18,7 @@ __all__ = ["OkxProtocol"]
 #: switches to ``market/history-candles`` for a ``since`` older than that.
 RECENT_WINDOW = 1440
 CANDLES_LIMIT = 300
-HISTORY_LIMIT = 100
+HISTORY_LIMIT = 300  # ccxt 4.5.90: "regular candles (recent & historical) both have 300 max"
 DEFAULT_LIMIT = 100
 WS_ROOT = "/ws/v5"
 

@@ -160,6 +160,7 @@ class StreamHub:
                     self.stats.ws_messages_received += 1
                     self.protocol.on_text(self, conn, msg.data)
                 elif msg.type == WSMsgType.PING:
+                    self.stats.ws_client_pings += 1
                     self._enqueue(conn, "pong", msg.data)
                 elif msg.type == WSMsgType.PONG:
                     conn.ping_sent_at = None
