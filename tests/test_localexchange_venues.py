@@ -25,6 +25,8 @@ from helpers import eventually
 
 from backtrader_ccxt.errors import ConfigurationError
 from backtrader_ccxt.localexchange import LocalExchange
+from backtrader_ccxt.localexchange.data import parse_timeframe
+from backtrader_ccxt.localexchange.timing import FINAL, PARTIAL, Event, Timing
 
 PROTOCOLS = ("binance", "okx", "bybit")
 SPEED = 5  # fast clock: a 1s candle lasts 200 ms of real time
@@ -231,6 +233,28 @@ def walk_urls(obj):
             yield from walk_urls(v)
     elif isinstance(obj, str) and obj.startswith(("http", "ws")):
         yield obj
+
+
+# -- the frame schedule (pure) ----------------------------------------------------------------
+
+
+def test_schedule_puts_each_venues_final_where_the_venue_does():
+    tf = parse_timeframe("1m")
+    offsets = [0, 27_000]  # two partial updates
+    binance = Timing()
+    assert binance.schedule(tf, offsets, 5) == [
+        Event(0, FINAL), Event(0, PARTIAL, 0), Event(27_000, PARTIAL, 1),
+    ]  # fmt: skip
+    okx = Timing(late_final_every=3)
+    # candle 6's final (sent in period 7) comes after candle 7's first update
+    assert okx.schedule(tf, offsets, 7) == [
+        Event(0, PARTIAL, 0), Event(13_500, FINAL), Event(27_000, PARTIAL, 1),
+    ]  # fmt: skip
+    assert okx.schedule(tf, offsets, 8)[0] == Event(0, FINAL)
+    bybit = Timing(final_delay_ms=450)
+    assert bybit.schedule(tf, offsets, 5)[:2] == [Event(450, FINAL), Event(450, PARTIAL, 0)]
+    # a fast candle keeps its shape: the delay is at most 5% of it
+    assert bybit.schedule(parse_timeframe("1s"), [0, 450], 5)[0] == Event(50, FINAL)
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -648,6 +672,15 @@ def test_stream_faults_in_the_venues_format(protocol):
             eventually(lambda: ex.stats.ws_messages_lost >= 1)
             n = len(raw.log)
             await raw.until(lambda: len(raw.finals(sym, n)) >= 1)
+
+            # omit_empty: a candle without trades is not streamed at all
+            target = ex.forming(sym, "1s")[0] + 2000
+            ex.faults.make_empty(sym, "1s", target)
+            ex.faults.omit_empty = True
+            await raw.until(lambda: any(f.open_ms > target for f in raw.frames()))
+            assert not [f for f in raw.frames() if f.open_ms == target]
+            assert ex.faults.counts["omitted"] >= 1
+            ex.faults.omit_empty = False
 
             # drop: the server cuts the connection
             assert ex.faults.drop_connections() == 1

@@ -112,6 +112,7 @@ class StreamHub:
         self._age_wakeup: asyncio.Event | None = None
         self._stopping = False
         self._rotation = 0
+        self._sending_final = False
 
     def start(self) -> None:
         self._age_wakeup = asyncio.Event()
@@ -368,8 +369,9 @@ class StreamHub:
                 continue
             candle = self.replay.candle(symbol, tf, k)
             text = self.protocol.candle_frame(symbol, timeframe, candle, True, now)
+            self._sending_final = True
             for conn in list(conns):
-                self._send_kline(conn, symbol, timeframe, tf, k, text, now, True)
+                self._send_kline(conn, symbol, timeframe, tf, k, text, now)
         if applied:
             # one budget unit per candle close, however many symbols it silenced
             for rule in applied:
@@ -386,8 +388,9 @@ class StreamHub:
                 continue
             candle = self.replay.partial(symbol, tf, k, j)
             text = self.protocol.candle_frame(symbol, timeframe, candle, False, now)
+            self._sending_final = False
             for conn in list(conns):
-                self._send_kline(conn, symbol, timeframe, tf, k, text, now, False)
+                self._send_kline(conn, symbol, timeframe, tf, k, text, now)
 
     def _send_kline(
         self,
@@ -398,8 +401,10 @@ class StreamHub:
         k: int,
         text: str,
         now: int,
-        final: bool,
     ) -> None:
+        # The final flag travels beside the signature, which bench/benchlib.py's Emissions
+        # still wraps (until it moves to LocalExchange.add_frame_listener).
+        final = self._sending_final
         st = self.faults
         if st.malformed and not conn.closed and not st.stalled(now):
             kind = st.malformed.pop(0)
