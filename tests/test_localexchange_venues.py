@@ -804,3 +804,65 @@ def test_drop_and_max_connection_age_end_a_ccxt_pro_watch(protocol):
         assert ex.faults.counts["drop"] == 1 and ex.faults.counts["max_age"] == 1
         assert ex.stats.ws_connections == 3
         eventually(lambda: ex.stats.ws_open == 0)
+
+
+def test_venue_subscription_quirks():
+    """OKX serves candles on /business only; Bybit refuses a topic already subscribed."""
+    with LocalExchange(protocol="okx", symbols=("BTC/USDT",), timeframes=("1s",)) as ex:
+
+        async def okx_public(raw: Raw):
+            await raw.send(sub_okx([("BTC/USDT", "1s")]))
+            await raw.until(lambda: raw.log)
+            return raw.log[0][2]
+
+        public = ex.ws_url.replace("/business", "/public")
+
+        async def main():
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(public) as ws:
+                    return await okx_public(Raw(ws, VENUES["okx"]))
+
+        reply = asyncio.run(main())
+        assert reply["event"] == "error" and reply["code"] == "60018"
+        assert "channel:candle1s,instId:BTC-USDT" in reply["msg"]
+        assert ex.stats.ws_streams_subscribed == 0
+
+    with LocalExchange(protocol="bybit", symbols=("BTC/USDT",), timeframes=("1s",)) as ex:
+
+        async def twice(raw: Raw):
+            for rid in (1, 2):
+                await raw.send(sub_bybit([("BTC/USDT", "1s")], rid=rid))
+            await raw.until(lambda: any(o.get("req_id") == "2" for _, _, o in raw.log if o))
+            return [o for _, _, o in raw.log if o and "req_id" in o]
+
+        first, second = _run_raw(ex, "bybit", twice)
+        assert first["success"] is True
+        assert second["success"] is False and second["ret_msg"].startswith(
+            "error:already subscribed,topic:kline.1s.BTCUSDT"
+        )
+        assert ex.stats.ws_streams_subscribed == 1
+
+
+def test_frame_listener_can_be_removed():
+    heard: list = []
+    with LocalExchange(
+        protocol="okx", symbols=("BTC/USDT",), timeframes=("1s",), clock=fast_clock(),
+        poll_interval=0.005,
+    ) as ex:  # fmt: skip
+        ex.add_frame_listener(heard.append)
+
+        async def body(raw: Raw):
+            await raw.send(sub_okx([("BTC/USDT", "1s")]))
+            await raw.until(lambda: len(raw.frames()) >= 2)
+            ex.remove_frame_listener(heard.append)
+            n = len(heard)
+            mark = len(raw.log)
+            await raw.until(lambda: len(raw.frames(mark)) >= 3)
+            return n
+
+        n = _run_raw(ex, "okx", body)
+        assert n >= 2 and len(heard) == n  # removed on the server thread: nothing after
+        with pytest.raises(ValueError):
+            ex.remove_frame_listener(heard.append)
+        with pytest.raises(TypeError):
+            ex.add_frame_listener("not callable")
