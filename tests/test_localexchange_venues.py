@@ -677,9 +677,10 @@ def test_stream_faults_in_the_venues_format(protocol):
             target = ex.forming(sym, "1s")[0] + 2000
             ex.faults.make_empty(sym, "1s", target)
             ex.faults.omit_empty = True
-            await raw.until(lambda: any(f.open_ms > target for f in raw.frames()))
+            # (OKX may send a final after the successor's first push: read one candle more)
+            await raw.until(lambda: any(f.open_ms > target + 1000 for f in raw.frames()))
             assert not [f for f in raw.frames() if f.open_ms == target]
-            assert ex.faults.counts["omitted"] >= 1
+            assert ex.faults.counts["omitted"] == 1  # its final, withheld
             ex.faults.omit_empty = False
 
             # drop: the server cuts the connection
