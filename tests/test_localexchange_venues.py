@@ -867,3 +867,42 @@ def test_frame_listener_can_be_removed():
             ex.remove_frame_listener(heard.append)
         with pytest.raises(TypeError):
             ex.add_frame_listener("not callable")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_clock_jump_sends_each_missed_final_once(protocol):
+    """A clock jump (or a blocked loop) sends every missed final once, late ones included."""
+    venue = VENUES[protocol]
+    second = math.floor(time.time())
+    second -= (second + 5) % 3  # candle 5 below is one of OKX's late finals
+    start = second + 0.3  # 300 ms into a 1s candle
+    now = [start]
+    with LocalExchange(
+        protocol=protocol, symbols=("BTC/USDT",), timeframes=("1s",), updates_per_candle=2,
+        clock=lambda: now[0], poll_interval=0.005,
+    ) as ex:  # fmt: skip
+        first = int(math.floor(start)) * 1000
+
+        async def body(raw: Raw):
+            pairs = [("BTC/USDT", "1s")]
+            await raw.send(venue.subscribe(pairs))
+            await raw.until(lambda: venue.replied([o for _, _, o in raw.log], pairs, "subscribe"))
+            now[0] = start + 6  # six closes at once
+            await raw.until(lambda: any(f.open_ms == first + 6000 for f in raw.frames()))
+            now[0] = start + 6.65  # 950 ms into candle 6: its second update, no final
+            await raw.until(
+                lambda: any(f.open_ms == first + 5000 and f.final for f in raw.frames())
+            )
+            await raw.until(lambda: sum(f.open_ms == first + 6000 for f in raw.frames()) >= 2)
+            return raw.frames()
+
+        frames = _run_raw(ex, protocol, body)
+    finals = [f.open_ms for f in frames if f.final]
+    assert finals == [first + i * 1000 for i in range(6)]  # each once, in order
+    order = [(f.open_ms - first, f.final) for f in frames]
+    # candle 5's final is due in the jump's tick: on OKX (late) after candle 6's first update
+    late = order.index((6000, False)) < order.index((5000, True))
+    assert late == (protocol == "okx")
+    for f in frames:
+        if f.final:
+            assert f.ohlcv == ex.candle_at("BTC/USDT", "1s", f.open_ms)
