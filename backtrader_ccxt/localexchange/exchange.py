@@ -41,7 +41,7 @@ class LocalExchange:
             Bybit, ``"5s"``) are added, on the wire under their own name, and in
             :meth:`ccxt_config`'s ``timeframes``.
         history: closed candles available before the start instant, per symbol and timeframe.
-        updates_per_candle: partial (``x: false``) WebSocket updates per candle before the
+        updates_per_candle: partial (not final) WebSocket updates per candle before the
             final one; they fall in the first 90% of the candle.
         host, port: where to listen; port 0 picks a free port (see :attr:`port`).
         clock: callable returning "now" in seconds (default ``time.time``), used for

@@ -171,7 +171,8 @@ class Faults:
     def skip_final(
         self, count: int = 1, symbol: str | None = None, timeframe: str | None = None
     ) -> None:
-        """Do not send the final (``x: true``) update of the next ``count`` candle closes.
+        """Do not send the final update (Binance ``x: true``, OKX confirm ``"1"``, Bybit
+        ``confirm: true``) of the next ``count`` candle closes.
 
         A close is one timeframe boundary: with ``symbol=None`` every subscribed symbol loses
         that final; with a symbol only that one does. ``counts['skip_final']`` counts the
@@ -182,7 +183,8 @@ class Faults:
         self._run(self._state.skip_finals.append, rule)
 
     def send_malformed(self, count: int = 1, kind: str = "text") -> None:
-        """Send ``count`` bad frames, each just before the next kline frame sent.
+        """Send ``count`` bad frames, each just before the next candle frame sent, in
+        the venue's format.
 
         ``kind``: ``"text"`` (not JSON), ``"json"`` (truncated JSON), ``"kline"`` (valid JSON
         kline event without its candle fields).
@@ -192,7 +194,7 @@ class Faults:
         self._run(self._state.malformed.extend, [kind] * _positive("count", count))
 
     def send_duplicate(self, count: int = 1) -> None:
-        """Send the next ``count`` kline frames twice in a row."""
+        """Send the next ``count`` candle frames twice in a row."""
         n = _positive("count", count)
 
         def apply():
@@ -201,7 +203,7 @@ class Faults:
         self._run(apply)
 
     def send_out_of_order(self, count: int = 1) -> None:
-        """After each of the next ``count`` kline frames, send an older frame of that stream:
+        """After each of the next ``count`` candle frames, send an older frame of that stream:
         the previous candle's last partial update (with its original event time)."""
         n = _positive("count", count)
 
