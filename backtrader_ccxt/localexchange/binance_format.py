@@ -29,6 +29,7 @@ ERR_TOO_MANY_REQUESTS = (
     "weight per 1 MINUTE. Please use WebSocket Streams for live "
     "updates to avoid polling the API.",
 )
+ERR_INTERNAL = (-1001, "Internal error; unable to process your request. Please try again.")
 ERR_ILLEGAL_CHARS = -1100
 ERR_MANDATORY = -1102
 ERR_BAD_INTERVAL = (-1120, "Invalid interval.")

@@ -28,6 +28,7 @@ import io
 import re
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
@@ -126,6 +127,14 @@ def fmt_units(units: int) -> str:
     sign = "-" if units < 0 else ""
     units = abs(units)
     return f"{sign}{units // _UNITS}.{units % _UNITS:08d}"
+
+
+def short_decimal(text: str) -> str:
+    """An 8-decimal string in the shortest form OKX and Bybit use: ``"26800.10000000"`` ->
+    ``"26800.1"``, ``"0.00000000"`` -> ``"0"``. ``float()`` of both is the same number."""
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return "0" if text in ("", "-0") else text
 
 
 def _to_units(text: str) -> int:
@@ -296,6 +305,9 @@ class Replay:
         history: closed candles available before ``start_ms`` for every timeframe.
         updates_per_candle: partial updates per candle (before the final one).
         empty_every: if > 0, every candle whose row index is a multiple of it has no trades.
+        settled_last_update: optional rule ``k -> bool``: when true, candle ``k``'s last
+            partial update already shows its final values (the last trade came early), as
+            Bybit's final often repeats its last partial. Default: never.
     """
 
     def __init__(
@@ -305,12 +317,14 @@ class Replay:
         history: int,
         updates_per_candle: int,
         empty_every: int = 0,
+        settled_last_update: Callable[[int], bool] | None = None,
     ):
         self.series = {s: SymbolSeries(s) for s in symbols}
         self.start_ms = start_ms
         self.history = history
         self.updates = updates_per_candle
         self.empty_every = empty_every
+        self.settled_last_update = settled_last_update
         self._empties: dict[tuple[str, str], set[int]] = {}
         self._tf_cache: dict[str, Timeframe] = {}
 
@@ -377,6 +391,9 @@ class Replay:
         """
         tick = self.series[symbol].tick_units
         o, h, lo, c, v = self.units(symbol, tf, k)
+        settled = self.settled_last_update
+        if settled is not None and j == self.updates - 1 and settled(k):
+            return _make_candle(tf, k, o, h, lo, c, v)
         g = (j + 1) / (self.updates + 1)
         price, high, low = (
             round(x / tick) * tick for x in _path_point(float(o), float(h), float(lo), float(c), g)
@@ -411,14 +428,33 @@ class Replay:
         the forming candle last with its values as of ``now``; nothing in the future; without
         ``start`` the newest ``limit`` rows.
         """
+        return self.rows(
+            symbol, tf, start_ms, end_ms, limit, now_ms, omit_empty, newest=start_ms is None
+        )
+
+    def rows(
+        self,
+        symbol: str,
+        tf: Timeframe,
+        start_ms: int | None,
+        end_ms: int | None,
+        limit: int,
+        now_ms: int,
+        omit_empty: bool = False,
+        *,
+        newest: bool,
+        closed_only: bool = False,
+    ) -> tuple[list[Candle], int]:
+        """Candles with open time in ``[start, end]`` (either bound optional), ascending, and
+        how many empty ones were omitted. At most ``limit``: the newest ones if ``newest``,
+        else the oldest. Never in the future nor before the history; the forming candle (as
+        of ``now``) only without ``closed_only``. Every venue's paging is built on this."""
         first_k = tf.index(self.first_open(tf))
         now_k = tf.index(now_ms)
-        hi = now_k if end_ms is None else min(now_k, tf.index(end_ms))
+        top = now_k - 1 if closed_only else now_k
+        hi = top if end_ms is None else min(top, tf.index(end_ms))
         lo = first_k if start_ms is None else max(first_k, tf.ceil_index(start_ms))
-        if start_ms is None:
-            ks = range(hi, lo - 1, -1)
-        else:
-            ks = range(lo, hi + 1)
+        ks = range(hi, lo - 1, -1) if newest else range(lo, hi + 1)
         out: list[Candle] = []
         omitted = 0
         for k in ks:
@@ -430,7 +466,7 @@ class Replay:
             out.append(
                 self.forming(symbol, tf, now_ms) if k == now_k else self.candle(symbol, tf, k)
             )
-        if start_ms is None:
+        if newest:
             out.reverse()
         return out, omitted
 

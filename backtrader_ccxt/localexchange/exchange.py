@@ -9,68 +9,39 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from .data import BINANCE_INTERVALS, Candle, Replay, check_symbol, parse_timeframe
+from .data import Candle, Replay, check_symbol, parse_timeframe
 from .faults import Faults
+from .protocol import CandleFrame, Protocol, protocol_class
 from .server import ExchangeServer
 from .stats import Stats
+from .timing import Timing
 
 __all__ = ["LocalExchange"]
 
 log = logging.getLogger(__name__)
 
-# Every REST base URL ccxt's binance knows (urls.api), with its path on the real host. All are
-# pointed at the local server so that no request can leave the machine; only /api/v3 answers.
-_REST_API_PATHS = {
-    "public": "/api/v3",
-    "private": "/api/v3",
-    "v1": "/api/v1",
-    "sapi": "/sapi/v1",
-    "sapiV2": "/sapi/v2",
-    "sapiV3": "/sapi/v3",
-    "sapiV4": "/sapi/v4",
-    "dapiPublic": "/dapi/v1",
-    "dapiPrivate": "/dapi/v1",
-    "dapiPrivateV2": "/dapi/v2",
-    "dapiData": "/futures/data",
-    "eapiPublic": "/eapi/v1",
-    "eapiPrivate": "/eapi/v1",
-    "fapiPublic": "/fapi/v1",
-    "fapiPublicV2": "/fapi/v2",
-    "fapiPublicV3": "/fapi/v3",
-    "fapiPrivate": "/fapi/v1",
-    "fapiPrivateV2": "/fapi/v2",
-    "fapiPrivateV3": "/fapi/v3",
-    "fapiData": "/futures/data",
-    "papi": "/papi/v1",
-    "papiV2": "/papi/v2",
-}
-_WS_KEYS = (
-    "spot",
-    "margin",
-    "linear",
-    "inverse",
-    "stock",
-    "option",
-    "optionMarket",
-    "optionPrivate",
-    "papi",
-)
-
 
 class LocalExchange:
-    """A local exchange speaking Binance's SPOT protocol (REST + WebSocket) on 127.0.0.1.
+    """A local spot exchange on 127.0.0.1 speaking Binance's, OKX v5's or Bybit v5's public
+    protocol (REST + WebSocket candles).
 
-    It replays real candles re-stamped onto the current clock, so the real ``ccxt.binance``,
-    ``ccxt.async_support.binance`` and ``ccxt.pro.binance`` clients talk to it unmodified once
-    their URLs point at it (:meth:`ccxt_config`). See ``docs/localexchange.md``.
+    It replays real candles re-stamped onto the current clock, so the real ccxt,
+    ccxt.async_support and ccxt.pro clients of that venue (``ccxt.binance``, ``ccxt.okx``,
+    ``ccxt.bybit`` ...) talk to it unmodified once their URLs point at it
+    (:meth:`ccxt_config`). See ``docs/localexchange.md``.
 
     Params:
+        protocol: ``"binance"`` (default), ``"okx"`` or ``"bybit"``: the venue whose REST
+            and WebSocket formats, paging, errors and frame timing are spoken. The replay, the
+            fault controls and the counters are the same for all.
         symbols: served symbols. ``BTC/USDT`` and ``ETH/USDT`` replay real data; any other
             ``BASE/QUOTE`` is derived from one of them (deterministic price scale and shift).
-        timeframes: intervals that must be served; any fixed-length Binance interval is served
-            anyway, and extra ones listed here (e.g. ``"5s"``) are added.
+        timeframes: unified intervals that must be served; every fixed-length interval the
+            venue has is served anyway, and extra ones listed here (e.g. ``"1s"`` on OKX and
+            Bybit, ``"5s"``) are added, on the wire under their own name, and in
+            :meth:`ccxt_config`'s ``timeframes``.
         history: closed candles available before the start instant, per symbol and timeframe.
-        updates_per_candle: partial (``x: false``) WebSocket updates per candle before the
+        updates_per_candle: partial (not final) WebSocket updates per candle before the
             final one; they fall in the first 90% of the candle.
         host, port: where to listen; port 0 picks a free port (see :attr:`port`).
         clock: callable returning "now" in seconds (default ``time.time``), used for
@@ -83,6 +54,10 @@ class LocalExchange:
         max_catchup: when the clock jumps (or the loop was blocked), at most this many missed
             finals per timeframe are sent; older ones are skipped, as a lagging venue would.
         poll_interval: longest timer sleep (seconds) when a custom clock is used.
+        late_final_every: if > 0, the final of every candle whose index is a multiple of it is
+            sent after the successor's first update (OKX does this at times). None: the
+            protocol's default (OKX 3, Binance and Bybit 0). Settable while running
+            (:attr:`late_final_every`).
     """
 
     def __init__(
@@ -101,7 +76,11 @@ class LocalExchange:
         rest_timeout_hold: float = 30.0,
         max_catchup: int = 1000,
         poll_interval: float = 0.05,
+        protocol: str = "binance",
+        late_final_every: int | None = None,
     ):
+        self._protocol_class: type[Protocol] = protocol_class(protocol)
+        self.protocol = protocol
         if isinstance(symbols, str):
             symbols = (symbols,)
         self.symbols = tuple(dict.fromkeys(check_symbol(s) for s in symbols))
@@ -115,6 +94,7 @@ class LocalExchange:
             ("updates_per_candle", updates_per_candle, 1),
             ("empty_every", empty_every, 0),
             ("max_catchup", max_catchup, 1),
+            ("late_final_every", 0 if late_final_every is None else late_final_every, 0),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
@@ -132,9 +112,17 @@ class LocalExchange:
         self.rest_timeout_hold = rest_timeout_hold
         self.max_catchup = max_catchup
         self.poll_interval = poll_interval
+        base = self._protocol_class.default_timing
+        self._timing = Timing(
+            base.final_delay_ms,
+            base.final_delay_fraction,
+            base.late_final_every if late_final_every is None else late_final_every,
+        )
+        self._frame_listeners: list[Callable[[CandleFrame], None]] = []
         self.stats = Stats()
         self.faults = Faults(self)
         self._replay: Replay | None = None
+        self._wire: Protocol | None = None
         self._server: ExchangeServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -153,6 +141,7 @@ class LocalExchange:
                 self.history,
                 self.updates_per_candle,
                 self.empty_every,
+                self._protocol_class.settled_last_update,
             )
             for series in self._replay.series.values():
                 series.rows  # noqa: B018 - load the bundled files before serving
@@ -175,14 +164,19 @@ class LocalExchange:
         loop = asyncio.new_event_loop()
         try:
             assert self._replay is not None
+            wire = self._protocol_class(
+                self._replay, self.faults._state, self.now_ms, self.timeframes
+            )
+            self._wire = wire
             server = ExchangeServer(
+                wire,
                 self._replay,
                 self.stats,
                 self.faults._state,
                 self.now_ms,
+                self._timing,
                 host=self.host,
                 port=self._requested_port,
-                timeframes=self.timeframes,
                 exact_clock=self._exact_clock,
                 poll_interval=self.poll_interval,
                 ping_interval=self.ping_interval,
@@ -199,6 +193,7 @@ class LocalExchange:
             self._loop = loop
             self._server = server
             self._loop_thread_id = threading.get_ident()
+            server.streams.frame_listeners = self._frame_listeners
             ready.set_result(port)
             loop.run_forever()
         finally:
@@ -269,36 +264,52 @@ class LocalExchange:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.host}:{self._need_port()}/ws"
+        """The candle WebSocket: Binance ``/ws``, OKX ``/ws/v5/business``, Bybit
+        ``/v5/public/spot``."""
+        return f"ws://{self.host}:{self._need_port()}{self._protocol_class.ws_path}"
 
     def ccxt_config(self) -> dict:
-        """Constructor config for ``ccxt.binance`` / ``ccxt.async_support.binance`` /
-        ``ccxt.pro.binance`` that points every URL at this exchange and loads spot markets only.
+        """Constructor config for this protocol's ccxt classes (``ccxt.<venue>``,
+        ``ccxt.async_support.<venue>``, ``ccxt.pro.<venue>``) that points every REST and
+        WebSocket URL of the venue at this exchange, loads spot markets only, and adds the
+        extra timeframes to ``timeframes``.
 
         Merge your own keys (``timeout``, ``enableRateLimit`` ...) into a copy as needed.
         """
-        rest, ws = self.rest_url, self.ws_url
-        api: dict = {key: rest + path for key, path in _REST_API_PATHS.items()}
-        api["ws"] = dict.fromkeys(_WS_KEYS, ws)
-        api["ws"]["ws-api"] = {
-            "spot": f"ws://{self.host}:{self.port}/ws-api/v3",
-            "linear": f"ws://{self.host}:{self.port}/ws-fapi/v1",
-            "inverse": f"ws://{self.host}:{self.port}/ws-dapi/v1",
-        }
-        config: dict = {
-            "urls": {"api": api},
-            "options": {
-                "fetchMarkets": {"types": ["spot"]},
-                "fetchCurrencies": False,
-                "fetchMargins": False,
-                "defaultType": "spot",
-                "adjustForTimeDifference": False,
-            },
-        }
-        extra = [t for t in self.timeframes if t not in BINANCE_INTERVALS]
-        if extra:
-            config["timeframes"] = {t: t for t in extra}
-        return config
+        port = self._need_port()
+        wire = self._wire
+        if wire is None:
+            raise RuntimeError("LocalExchange is not started: call start() or use 'with'")
+        return wire.ccxt_config(self.host, port)
+
+    # -- frame hook and venue behaviour ----------------------------------------------------
+
+    def add_frame_listener(self, fn: Callable[[CandleFrame], None]) -> None:
+        """Call ``fn(frame)`` for every candle frame written to a WebSocket connection, right
+        after it was written (``frame.sent_at`` is ``time.time()`` then): one call per
+        connection, faults' duplicates and out-of-order frames included (``frame.kind``).
+
+        ``fn`` runs on the server thread: keep it short (append to a list, a queue); an
+        exception it raises is logged and ignored. May be called before or after start().
+        """
+        if not callable(fn):
+            raise TypeError(f"fn must be callable, got {fn!r}")
+        self._call(self._frame_listeners.append, fn)
+
+    def remove_frame_listener(self, fn: Callable[[CandleFrame], None]) -> None:
+        """Stop calling ``fn`` (ValueError if it was not added)."""
+        self._call(self._frame_listeners.remove, fn)
+
+    @property
+    def late_final_every(self) -> int:
+        """See the constructor; set it (0 turns late finals off) at any time."""
+        return self._timing.late_final_every
+
+    @late_final_every.setter
+    def late_final_every(self, value: int) -> None:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"late_final_every must be an int >= 0, got {value!r}")
+        self._call(setattr, self._timing, "late_final_every", value)
 
     # -- ground truth -----------------------------------------------------------------------
 
@@ -373,10 +384,19 @@ class LocalExchange:
     def _drop_connections(self, clean: bool) -> int:
         return 0 if self._server is None else self._server.drop_connections(clean)
 
+    def _set_max_age(self, max_age_ms: int | None) -> None:
+        if self._server is None:
+            self.faults._state.max_age_ms = max_age_ms
+        else:
+            self._server.streams.set_max_age(max_age_ms)
+
     def _make_empty(self, symbol: str, timeframe: str, open_ms: int) -> None:
         replay, tf = self._check(symbol, timeframe)
         replay.make_empty(symbol, tf, open_ms)
 
     def __repr__(self) -> str:
         where = f"{self.host}:{self.port}" if self.port else "not started"
-        return f"LocalExchange({list(self.symbols)}, {list(self.timeframes)}, {where})"
+        return (
+            f"LocalExchange({self.protocol}, {list(self.symbols)}, {list(self.timeframes)}, "
+            f"{where})"
+        )

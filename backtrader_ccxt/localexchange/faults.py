@@ -23,19 +23,21 @@ FAULT_KINDS = (
     "rest_5xx",
     "rest_timeout",
     "rest_truncated",
+    "rest_busy",
     "omitted",
+    "max_age",
 )
 
-REST_FAULT_KINDS = ("429", "5xx", "timeout", "truncated")
+REST_FAULT_KINDS = ("429", "5xx", "timeout", "truncated", "busy")
 
-#: Frames sent by :meth:`Faults.send_malformed`.
+#: Kinds of :meth:`Faults.send_malformed` (each protocol builds its own frame).
 MALFORMED_KINDS = {
-    # Starts like JSON but is cut: ccxt's WebSocket client fails to decode it.
-    "json": '{"e":"kline","E":',
+    # Starts like the venue's JSON push but is cut: ccxt's WebSocket client fails to decode it.
+    "json": "truncated JSON",
     # Not JSON at all: ccxt hands the raw string to the exchange's message handler.
     "text": "malformed frame",
-    # Valid JSON event that is not a valid kline (no candle fields).
-    "kline": None,  # built per stream, see server
+    # Valid JSON candle push of the venue without candle fields.
+    "kline": "candle push without candle fields",
 }
 
 
@@ -73,6 +75,7 @@ class FaultState:
         self.duplicate = 0
         self.out_of_order = 0
         self.rest: list[RestFault] = []
+        self.max_age_ms: int | None = None  # close WebSocket connections older than this
 
     def stalled(self, now_ms: int) -> bool:
         return now_ms < self.stall_until_ms
@@ -100,6 +103,7 @@ class FaultState:
             "duplicate": self.duplicate,
             "out_of_order": self.out_of_order,
             "rest": sum(r.remaining for r in self.rest),
+            "max_age_ms": self.max_age_ms,
         }
 
     def clear(self) -> None:
@@ -109,6 +113,7 @@ class FaultState:
         self.duplicate = 0
         self.out_of_order = 0
         self.rest.clear()
+        self.max_age_ms = None
 
 
 def _positive(name: str, value) -> int:
@@ -141,6 +146,15 @@ class Faults:
         """
         return self._run(self._owner._drop_connections, bool(clean))
 
+    def max_connection_age(self, seconds: float | None) -> None:
+        """Close (code 1001, cleanly) every WebSocket connection once it is ``seconds`` old on
+        the exchange clock, as Binance does after 24 hours; ``None`` turns it off. Applies to
+        connections already open too; ``counts['max_age']`` counts the closes."""
+        if seconds is not None and not seconds > 0:
+            raise ValueError(f"seconds must be > 0 or None, got {seconds!r}")
+        ms = None if seconds is None else max(int(seconds * 1000), 1)
+        self._run(self._owner._set_max_age, ms)
+
     def stall(self, seconds: float) -> None:
         """Keep sockets open but send nothing (klines, replies, pings, pongs) for ``seconds``
         of the exchange clock. Frames due meanwhile are lost, like a silent hang."""
@@ -157,7 +171,8 @@ class Faults:
     def skip_final(
         self, count: int = 1, symbol: str | None = None, timeframe: str | None = None
     ) -> None:
-        """Do not send the final (``x: true``) update of the next ``count`` candle closes.
+        """Do not send the final update (Binance ``x: true``, OKX confirm ``"1"``, Bybit
+        ``confirm: true``) of the next ``count`` candle closes.
 
         A close is one timeframe boundary: with ``symbol=None`` every subscribed symbol loses
         that final; with a symbol only that one does. ``counts['skip_final']`` counts the
@@ -168,7 +183,8 @@ class Faults:
         self._run(self._state.skip_finals.append, rule)
 
     def send_malformed(self, count: int = 1, kind: str = "text") -> None:
-        """Send ``count`` bad frames, each just before the next kline frame sent.
+        """Send ``count`` bad frames, each just before the next candle frame sent, in
+        the venue's format.
 
         ``kind``: ``"text"`` (not JSON), ``"json"`` (truncated JSON), ``"kline"`` (valid JSON
         kline event without its candle fields).
@@ -178,7 +194,7 @@ class Faults:
         self._run(self._state.malformed.extend, [kind] * _positive("count", count))
 
     def send_duplicate(self, count: int = 1) -> None:
-        """Send the next ``count`` kline frames twice in a row."""
+        """Send the next ``count`` candle frames twice in a row."""
         n = _positive("count", count)
 
         def apply():
@@ -187,7 +203,7 @@ class Faults:
         self._run(apply)
 
     def send_out_of_order(self, count: int = 1) -> None:
-        """After each of the next ``count`` kline frames, send an older frame of that stream:
+        """After each of the next ``count`` candle frames, send an older frame of that stream:
         the previous candle's last partial update (with its original event time)."""
         n = _positive("count", count)
 
@@ -209,9 +225,13 @@ class Faults:
     ) -> None:
         """Make the next ``count`` REST requests (only those for ``path`` if given) fail.
 
+        Bodies are in the venue's own format (``protocol``).
+
         kind:
-            ``"429"``: HTTP 429, ``Retry-After: <retry_after>`` header, body
-            ``{"code":-1003,...}``.
+            ``"429"``: HTTP 429, ``Retry-After: <retry_after>`` header, body: Binance
+            ``{"code":-1003,...}``, OKX ``{"code":"50011",...}``, Bybit ``{"retCode":10006,...}``.
+            ``"busy"``: the venue's "try again later": Binance HTTP 503 ``{"code":-1001,...}``,
+            OKX HTTP 200 ``{"code":"50013",...}``, Bybit HTTP 200 ``{"retCode":10016,...}``.
             ``"5xx"``: HTTP ``status`` (500, 502, 503 or 504) with a plain-text body.
             ``"timeout"``: hold the response for ``hold`` seconds (default: the exchange's
             ``rest_timeout_hold``), longer than the client's timeout; ended at shutdown.

@@ -8,28 +8,32 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from .data import BINANCE_INTERVALS, Replay
+from .data import Replay
 from .faults import FaultState
+from .protocol import Protocol
 from .rest import RestApi
 from .stats import Stats
 from .streams import StreamHub
+from .timing import Timing
 
 __all__ = ["ExchangeServer"]
 
 
 class ExchangeServer:
-    """Serves one :class:`Replay`. Create, ``await start()`` and ``await stop()`` on one loop."""
+    """Serves one :class:`Replay` in one protocol. Create, ``await start()`` and
+    ``await stop()`` on one loop."""
 
     def __init__(
         self,
+        protocol: Protocol,
         replay: Replay,
         stats: Stats,
         faults: FaultState,
         now_ms: Callable[[], int],
+        timing: Timing,
         *,
         host: str,
         port: int,
-        timeframes: tuple[str, ...],
         exact_clock: bool,
         poll_interval: float,
         ping_interval: float,
@@ -39,17 +43,16 @@ class ExchangeServer:
     ):
         self.host = host
         self.port = port
-        intervals = set(BINANCE_INTERVALS) | set(timeframes)
+        self.protocol = protocol
         self._closing = asyncio.Event()
-        self.rest = RestApi(
-            replay, stats, faults, now_ms, intervals, self._closing, rest_timeout_hold
-        )
+        self.rest = RestApi(protocol, stats, faults, now_ms, self._closing, rest_timeout_hold)
         self.streams = StreamHub(
+            protocol,
             replay,
             stats,
             faults,
             now_ms,
-            intervals,
+            timing,
             exact_clock=exact_clock,
             poll_interval=poll_interval,
             ping_interval=ping_interval,
@@ -61,8 +64,8 @@ class ExchangeServer:
     async def start(self) -> int:
         """Bind and serve; returns the bound port."""
         app = web.Application()
-        app.router.add_get("/ws", self.streams.handle)
-        app.router.add_get("/ws/{tail:.*}", self.streams.handle)
+        for route in self.protocol.ws_routes:
+            app.router.add_get(route, self.streams.handle)
         app.router.add_route("*", "/{path:.*}", self.rest.handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()

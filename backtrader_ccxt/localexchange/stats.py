@@ -21,6 +21,7 @@ _COUNTERS = (
     "ws_messages_lost",
     "ws_pings_sent",
     "ws_pongs_received",
+    "ws_client_pings",
 )
 
 
@@ -42,6 +43,9 @@ class Stats:
         ws_klines_sent: kline events written (a subset of ws_messages_sent).
         ws_messages_lost: frames discarded because a stall fault was active.
         ws_pings_sent / ws_pongs_received: server keepalive pings and the client's pongs.
+        ws_client_pings: the client's pings answered: protocol-level ping frames (what
+            ccxt.pro sends Binance) and the venues' own text pings (OKX ``ping``, Bybit
+            ``{"op": "ping"}``).
     """
 
     def __init__(self):
