@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import backtrader as bt
+from backtrader.linebuffer import LineBuffer
 
 from .bars import Bar, BarGate, Status, bar_from_row
 from .cache import FeedCacheLink, HistoryCache, cache_key
@@ -23,6 +24,7 @@ from .live.polling import PollingSource
 from .rest import RestTarget
 from .retry import Backoff
 from .spec import FeedSpec
+from .sync import Turns, turns_for
 from .timeframes import parse as parse_tf
 from .timeframes import to_backtrader
 
@@ -142,6 +144,10 @@ class CCXTFeed(bt.feed.DataBase):
         self.mode = "polling"
         self._cache_link: FeedCacheLink | None = None
         self._cached: deque[Bar] = deque()
+        self._ahead: Bar | None = None  # the next bar, held until its turn (sync.py)
+        self._ahead_fresh = False  # not from the cache: to be written back to it
+        self._members: list[CCXTFeed] | None = None
+        self._master = None
 
     # -- backtrader hooks ------------------------------------------------------------------
 
@@ -149,7 +155,7 @@ class CCXTFeed(bt.feed.DataBase):
         return not self.p.historical
 
     def haslivedata(self) -> bool:
-        return bool(self._source is not None and self._source.pending())
+        return self._ahead is not None or bool(self._source is not None and self._source.pending())
 
     def _timeoffset(self) -> timedelta:
         # The resampler closes a bar by wall clock when _load returns None. Look at the clock
@@ -164,6 +170,8 @@ class CCXTFeed(bt.feed.DataBase):
         super().start()
         self._ended = False
         self._gate = BarGate()
+        self._ahead = None
+        self._members = None
         self._check_params()
         store = self._store
         store.start(data=self)
@@ -193,35 +201,104 @@ class CCXTFeed(bt.feed.DataBase):
             self.put_notification(self.DISCONNECTED)
         super().stop()
 
+    def qbuffer(self, savemem=0, replaying=False):
+        # exactbars >= 1: a turn in which this feed has no bar (load() moves forward, then
+        # back) must leave its last bar in place, or the strategy's clock reads an empty
+        # buffer while a sibling delivers: keep one slot extra, as backtrader does for
+        # resampled and replayed data
+        super().qbuffer(savemem=savemem, replaying=True)
+
+    def next(self, datamaster=None, ticks=True):
+        # cerebro calls next() once per data and loop turn, then again with a master for the
+        # datas that did not deliver: the one place a feed learns that a new turn began
+        turns = self._turns()
+        if turns is not None and datamaster is None:
+            turns.enter(self, self._members)
+        self._master = datamaster
+        try:
+            return super().next(datamaster=datamaster, ticks=ticks)
+        finally:
+            self._master = None
+
     def _load(self):
-        if self._ended or self._source is None:
+        if self._source is None:
             return False
-        if self._cached:
-            bar = self._cached.popleft()
-            if self._gate.admit(bar):
-                self._fill(bar)
-                return True
-        timeout = None if self.p.historical else self._qcheck
-        while True:
-            item = self._source.get(timeout)
-            if item is None:
-                if self._source.done:
-                    self._end()
-                    return False
-                return None
-            if isinstance(item, Status):
-                self._on_status(item)
-                if self._ended:
-                    return False
-                continue
-            if not self._gate.admit(item):
-                continue
-            if self._cache_link is not None:
-                self._cache_link.add(item.row(), self._store.clock.now_ms())
-            self._fill(item)
-            return True
+        turns = self._turns()
+        if self._ahead is None and not self._ended:
+            timeout = None if self.p.historical else self._qcheck
+            if timeout is not None and turns is not None and turns.turn_ms is not None:
+                timeout = 0  # this turn's time is set: a bar arriving now is not for it
+            self._pull(timeout)
+        bar = self._ahead
+        if bar is None:
+            if self._ended:
+                return False
+            if self._source.done:
+                self._end()
+                return False
+            return None
+        if turns is not None and not self._may_deliver(turns, bar):
+            self._store.stats["sync_held"] += 1
+            return None
+        self._ahead = None
+        if self._ahead_fresh and self._cache_link is not None:
+            self._cache_link.add(bar.row(), self._store.clock.now_ms())
+        self._fill(bar)
+        return True
+
+    def sync_peek(self) -> int | None:
+        """The close time (ms) of the bar this feed holds for its turn, after refreshing
+        the look-ahead without waiting (see :mod:`.sync`); None if it holds none."""
+        if self._ahead is None and not self._ended and self._source is not None:
+            self._pull(None if self.p.historical else 0)
+        return None if self._ahead is None else self._ahead.close_ms
 
     # -- internals -------------------------------------------------------------------------
+
+    def _pull(self, timeout: float | None) -> None:
+        """Fill the look-ahead: the cache first, then the source, handling statuses that
+        come before the next bar (those after it stay queued, in order)."""
+        while self._ahead is None and not self._ended:
+            if self._cached:
+                bar = self._cached.popleft()
+                if self._gate.admit(bar):
+                    self._ahead, self._ahead_fresh = bar, False
+                continue
+            item = self._source.get(timeout)
+            if item is None:
+                return
+            if isinstance(item, Status):
+                self._on_status(item)
+            elif self._gate.admit(item):
+                self._ahead, self._ahead_fresh = item, True
+
+    def _turns(self) -> Turns | None:
+        """The cerebro's turn state if this feed must keep in step with others: several
+        CCXT feeds and a bounded buffer (exactbars >= 1) that cannot be rewound."""
+        if self._members is None:
+            env = getattr(self, "_env", None)
+            datas = getattr(env, "datas", None) or []
+            self._members = [d for d in datas if isinstance(d, CCXTFeed) and not d._filtered()]
+        if (
+            len(self._members) < 2
+            or self._filtered()
+            or self.lines.datetime.mode != LineBuffer.QBuffer
+        ):
+            return None
+        return turns_for(self._env)
+
+    def _filtered(self) -> bool:
+        # a resampled or replayed feed delivers what its filter makes of our bars, at times
+        # of its own: holding its input bars back would only starve the filter
+        return bool(self.resampling or self.replaying)
+
+    def _may_deliver(self, turns: Turns, bar: Bar) -> bool:
+        master = self._master
+        # a master that is not one of ours (a CSV, another package's feed) sets its own time:
+        # backtrader would rewind us if we went past it
+        if master is not None and bt.date2num(bar.dt) > master.lines.datetime[0]:
+            return False
+        return turns.admit(bar.close_ms)
 
     def _fill(self, bar: Bar) -> None:
         lines = self.lines
