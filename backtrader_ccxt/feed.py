@@ -487,5 +487,6 @@ class CCXTFeed(bt.feed.DataBase):
             retries=spec.retries,
             backoff=Backoff(store.retry_delay, store.retry_max_delay),
             redact=store.redact,
+            stats=store.stats,
         )
         return PollingSource(store.exchange, spec, store.clock, target)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 
 from ..bars import Bar, BarGate, Status
@@ -167,6 +168,9 @@ class PollingSource:
 
     def get(self, timeout: float | None) -> Bar | Status | None:
         m = self.machine
+        # timeout bounds the whole call, not each wait: failing fetches with short resume
+        # delays would otherwise keep _load (and the CONNBROKEN notification) from cerebro
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if m.outbox:
                 return m.outbox.popleft()
@@ -189,9 +193,11 @@ class PollingSource:
                 m.on_rows(rows, now)  # closed-ness judged at request time
                 continue
             wait_s = self._clock.seconds_until(action + self._clock.margin_ms)
-            if timeout is not None and wait_s > timeout:
-                self._stop.wait(timeout)
-                return None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if wait_s > left:
+                    self._stop.wait(max(0.0, left))
+                    return None
             self._stop.wait(wait_s)
 
     def _wait(self, delay: float) -> bool:

@@ -14,7 +14,8 @@ T0 = int(datetime(2024, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
 
 def row(i: int, close: float = 0.0) -> list:
     o = 100.0 + i
-    return [T0 + i * MIN, o, o + 3, o - 2, close or o + 1, 10.0 + i]
+    c = close or o + 1
+    return [T0 + i * MIN, o, max(o + 3, c), min(o - 2, c), c, 10.0 + i]  # a real candle
 
 
 def test_the_forming_candle_is_not_closed():
