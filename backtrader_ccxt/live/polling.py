@@ -49,7 +49,7 @@ class PollingMachine:
 
     def _pager(self, since_ms: int) -> Paginator:
         s = self.spec
-        return Paginator(s.tf, since_ms, s.page_limit, s.until_ms, s.drop_newest)
+        return Paginator(s.tf, since_ms, s.page_limit, s.until_ms, s.drop_newest, s.grace_ms)
 
     @property
     def done(self) -> bool:
