@@ -12,7 +12,7 @@ import logging
 import os
 from collections import deque
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import backtrader as bt
 from backtrader.linebuffer import LineBuffer
@@ -27,6 +27,7 @@ from .spec import FeedSpec
 from .sync import Turns, turns_for
 from .timeframes import parse as parse_tf
 from .timeframes import to_backtrader
+from .tz import resolve_tz, to_utc_ms
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +35,6 @@ __all__ = ["CCXTFeed"]
 
 _DEFAULT_PAGE = 500
 _EPOCH = datetime(1970, 1, 1)
-
-
-def _to_ms(dt: datetime) -> int:
-    """A datetime as epoch ms; naive datetimes are UTC (backtrader's live convention)."""
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
-    return int((dt - _EPOCH) / timedelta(milliseconds=1))
 
 
 def _is_int(v) -> bool:
@@ -156,6 +150,14 @@ class CCXTFeed(bt.feed.DataBase):
 
     def haslivedata(self) -> bool:
         return self._ahead is not None or bool(self._source is not None and self._source.pending())
+
+    def _gettz(self):
+        # backtrader shows bar times in tz and reads naive fromdate/todate in it; its own
+        # tzparse needs pytz for a name and fails on zoneinfo (no .localize)
+        return resolve_tz(self.p.tz)
+
+    def _gettzinput(self):
+        return None  # the lines are UTC: nothing to reinterpret on input
 
     def _timeoffset(self) -> timedelta:
         # The resampler closes a bar by wall clock when _load returns None. Look at the clock
@@ -397,13 +399,24 @@ class CCXTFeed(bt.feed.DataBase):
             val = getattr(p, name)
             if val is not None and not isinstance(val, datetime):
                 raise ConfigurationError(f"{name} must be a datetime or None, got {val!r}")
+        resolve_tz(p.tz)  # raises ConfigurationError naming the bad value
+        if p.tzinput is not None:
+            raise ConfigurationError(
+                f"tzinput={p.tzinput!r} is not supported: exchange candles are UTC; valid "
+                "choices: None (use tz= to show bars and read fromdate/todate in a zone)"
+            )
         if p.use_websocket and not self._store.has("watchOHLCV", websocket=True):
             raise CapabilityError(
                 f"exchange {self._store.exchange_id!r} has no WebSocket OHLCV (ccxt.pro "
                 "watchOHLCV); valid choices: use_websocket=False (REST polling, the default) "
                 "or use_threaded_data=True"
             )
-        if p.fromdate is not None and p.todate is not None and p.fromdate > p.todate:
+        tz = resolve_tz(p.tz)
+        if (
+            p.fromdate is not None
+            and p.todate is not None
+            and to_utc_ms(p.fromdate, tz) > to_utc_ms(p.todate, tz)
+        ):
             raise ConfigurationError(
                 f"fromdate {p.fromdate} is after todate {p.todate}; valid choices: "
                 "fromdate <= todate"
@@ -415,7 +428,8 @@ class CCXTFeed(bt.feed.DataBase):
         symbol = store.check_symbol(p.dataname)
         tf = store.resolve_timeframe(self._tf_text or p.timeframe, p.compression)
         now = store.clock.now_ms()
-        if p.fromdate is not None and _to_ms(p.fromdate) > now:
+        tz = resolve_tz(p.tz)  # naive fromdate/todate are read in tz, as backtrader filters
+        if p.fromdate is not None and to_utc_ms(p.fromdate, tz) > now:
             raise ConfigurationError(
                 f"fromdate {p.fromdate} is in the future (exchange time now "
                 f"{_EPOCH + timedelta(milliseconds=now)} UTC); valid choices: a past datetime "
@@ -427,12 +441,12 @@ class CCXTFeed(bt.feed.DataBase):
         if not p.backfill_start:
             since = forming
         elif p.fromdate is not None:
-            since = tf.open_of(_to_ms(p.fromdate))  # the candle that closes at fromdate
+            since = tf.open_of(to_utc_ms(p.fromdate, tz))  # the candle closing at fromdate
         else:
             since = forming - p.backfill_bars * tf.ms
         until = None
         if p.todate is not None:
-            until = tf.open_of(_to_ms(p.todate)) + 1  # up to the candle closing at todate
+            until = tf.open_of(to_utc_ms(p.todate, tz)) + 1  # up to the one closing at todate
         grace = p.poll_grace if p.poll_grace is not None else min(1.0, tf.ms / 4000)
         stall = p.ws_stall_timeout
         if stall is None:
