@@ -21,6 +21,7 @@ from .bars import Bar, BarGate, Status, bar_from_row
 from .cache import FeedCacheLink, HistoryCache, cache_key
 from .errors import CapabilityError, ConfigurationError
 from .live.polling import PollingSource
+from .progress import BackfillReport
 from .rest import RestTarget
 from .retry import Backoff
 from .spec import FeedSpec
@@ -142,6 +143,7 @@ class CCXTFeed(bt.feed.DataBase):
         self._ahead_fresh = False  # not from the cache: to be written back to it
         self._members: list[CCXTFeed] | None = None
         self._master = None
+        self._report: BackfillReport | None = None
 
     # -- backtrader hooks ------------------------------------------------------------------
 
@@ -174,6 +176,7 @@ class CCXTFeed(bt.feed.DataBase):
         self._gate = BarGate()
         self._ahead = None
         self._members = None
+        self._first_since: int | None = None  # the window's start, before the cache moves it
         self._check_params()
         store = self._store
         store.start(data=self)
@@ -184,6 +187,7 @@ class CCXTFeed(bt.feed.DataBase):
         except BaseException:
             store.stop(data=self)
             raise
+        self._report = self._make_report()
         self.put_notification(self.DELAYED)
         self._source.start()
 
@@ -245,6 +249,8 @@ class CCXTFeed(bt.feed.DataBase):
         self._ahead = None
         if self._ahead_fresh and self._cache_link is not None:
             self._cache_link.add(bar.row(), self._store.clock.now_ms())
+        if self._report is not None and not self._report.finished:
+            self._report.bar(bar.close_ms)
         self._fill(bar)
         return True
 
@@ -332,11 +338,15 @@ class CCXTFeed(bt.feed.DataBase):
         if status.code == "DISCONNECTED" or status.fatal:
             self._end(status)
             return
+        if status.code == "LIVE" and self._report is not None:
+            self._report.done()
         if status.code == "LIVE" and self._cache_link is not None:
             self._cache_link.flush(self._store.clock.now_ms())
         self.put_notification(getattr(self, status.code), status.message)
 
     def _end(self, status: Status | None = None) -> None:
+        if self._report is not None and not (status and status.fatal):
+            self._report.done()  # a historical feed's whole run is its backfill
         self._ended = True
         msg = status.message if status else ""
         self.put_notification(self.DISCONNECTED, msg)
@@ -466,6 +476,20 @@ class CCXTFeed(bt.feed.DataBase):
             stall_timeout=float(stall),
         )
 
+    def _make_report(self) -> BackfillReport | None:
+        spec = self.spec
+        if not self.p.backfill_start:
+            return None
+        now = self._store.clock.now_ms()
+        end = now if spec.until_ms is None else min(now, spec.until_ms)
+        first = spec.since_ms if self._first_since is None else self._first_since
+        if self.p.fromdate is None and not self.p.historical:
+            asked, exact = self.p.backfill_bars, True  # a count the user gave
+        else:  # a window: venues may omit candles without trades
+            asked = 0 if spec.tf.is_calendar else max(0, (end - first) // spec.tf.ms)
+            exact = False
+        return BackfillReport(self._label(), first, end, asked, exact)
+
     def _use_cache(self) -> None:
         """Serve cached history first and fetch only from where the cache ends."""
         cache = self.p.cache
@@ -478,6 +502,7 @@ class CCXTFeed(bt.feed.DataBase):
                 f"cache must be a HistoryCache or a path, got {type(cache).__name__}"
             )
         spec = self.spec
+        self._first_since = spec.since_ms
         link = FeedCacheLink(cache, cache_key(self._store), spec.symbol, spec.tf.ccxt)
         rows, resume = link.cached(spec.since_ms, spec.until_ms)
         self._cached = deque(bar_from_row(r, spec.tf) for r in rows)
