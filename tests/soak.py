@@ -4,7 +4,7 @@ REST history.
 
 Short version: tests/test_soak.py (CI). Long version, from the repository root::
 
-    python tests/soak.py --bars 600 --symbols 6 --seed 1
+    python tests/soak.py --bars 600 --symbols 6 --seed 1 [--mode polling|threaded|websocket]
 
 prints bars delivered / missing / duplicated / wrong, faults injected by kind, reconnects,
 stalls, REST fills and the max close-to-delivery lag.
@@ -30,12 +30,17 @@ from feedtools import Recorder, to_ms  # noqa: E402
 from backtrader_ccxt import CCXTStore  # noqa: E402
 from backtrader_ccxt.localexchange import LocalExchange  # noqa: E402
 
-# kind -> weight in the random schedule
-# backtrader's exactbars for the soak's cerebro. Several live feeds cannot run with
-# exactbars=1 (backtrader rewinds a feed that is ahead, which a one-bar buffer cannot do;
-# docs/unattended.md): set 1 here to reproduce that IndexError.
-EXACTBARS = 0
+# backtrader's exactbars for the soak's cerebro: 1 (flat memory), what long live runs use;
+# the feeds keep in step so that backtrader never rewinds one (backtrader_ccxt/sync.py)
+EXACTBARS = 1
 
+MODES = {
+    "websocket": {"use_websocket": True},
+    "threaded": {"use_threaded_data": True},
+    "polling": {},
+}
+
+# kind -> weight in the random schedule
 FAULT_WEIGHTS = {
     "drop": 4,
     "drop_clean": 1,
@@ -145,7 +150,14 @@ class LagRecorder(Recorder):
                 self.lags.append(now - to_ms(bars[-1][0]))
 
 
-def soak(bars: int = 25, symbols: int = 3, seed: int = 1, quiet: bool = True) -> SoakResult:
+def soak(
+    bars: int = 25,
+    symbols: int = 3,
+    seed: int = 1,
+    quiet: bool = True,
+    mode: str = "websocket",
+    exactbars: int = EXACTBARS,
+) -> SoakResult:
     names = ["BTC/USDT", "ETH/USDT"] + [f"SK{i:02d}/USDT" for i in range(max(0, symbols - 2))]
     names = names[:symbols]
     rng = random.Random(seed)
@@ -154,7 +166,7 @@ def soak(bars: int = 25, symbols: int = 3, seed: int = 1, quiet: bool = True) ->
         store = CCXTStore(
             "binance", config=config, retries=10, retry_delay=0.05, retry_max_delay=0.5
         )
-        cerebro = bt.Cerebro(stdstats=False, exactbars=EXACTBARS)
+        cerebro = bt.Cerebro(stdstats=False, exactbars=exactbars)
         for sym in names:
             cerebro.adddata(
                 store.getdata(
@@ -163,10 +175,10 @@ def soak(bars: int = 25, symbols: int = 3, seed: int = 1, quiet: bool = True) ->
                     timeframe="1s",
                     backfill_bars=30,
                     poll_grace=0.2,
-                    use_websocket=True,
                     ws_reconnect_delay=0.05,
                     ws_max_reconnect_delay=0.5,
                     ws_stall_timeout=1.0,
+                    **MODES[mode],
                 )
             )
         cerebro.addstrategy(LagRecorder, live_bars=bars, clock=ex.now_ms)
@@ -218,9 +230,14 @@ def main(argv=None) -> int:
     parser.add_argument("--bars", type=int, default=600, help="live bars per symbol")
     parser.add_argument("--symbols", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--mode", choices=list(MODES), default="websocket")
+    parser.add_argument("--exactbars", type=int, default=EXACTBARS)
     args = parser.parse_args(argv)
-    result = soak(args.bars, args.symbols, args.seed)
-    print(f"soak: {args.symbols} symbols x {args.bars} live 1s bars, seed {args.seed}")
+    result = soak(args.bars, args.symbols, args.seed, mode=args.mode, exactbars=args.exactbars)
+    print(
+        f"soak: {args.symbols} symbols x {args.bars} live 1s bars, {args.mode}, "
+        f"exactbars={args.exactbars}, seed {args.seed}"
+    )
     print(result.report())
     for line in result.details[:20]:
         print("  ", line)

@@ -37,3 +37,14 @@ def test_every_fault_kind_of_the_schedule_is_known_to_the_exchange():
             schedule.apply(kind)
         assert set(schedule.scheduled) == set(FAULT_WEIGHTS)
         ex.faults.clear()
+
+
+def test_short_soak_in_the_rest_modes_with_exactbars_1():
+    """The REST faults of the schedule against three polled feeds in one exactbars=1
+    cerebro, in both REST modes (the WebSocket faults find no socket to hit)."""
+    for mode in ("polling", "threaded"):
+        result = soak(bars=15, symbols=3, seed=20261201, mode=mode, exactbars=1)
+        assert result.details == [], (mode, result.details)
+        assert result.ok, mode
+        assert result.delivered >= 3 * 15
+        assert result.faults["rest_429"] + result.faults["rest_5xx"] >= 1

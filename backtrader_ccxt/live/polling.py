@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 
 from ..bars import Bar, BarGate, Status
@@ -48,7 +49,7 @@ class PollingMachine:
 
     def _pager(self, since_ms: int) -> Paginator:
         s = self.spec
-        return Paginator(s.tf, since_ms, s.page_limit, s.until_ms, s.drop_newest)
+        return Paginator(s.tf, since_ms, s.page_limit, s.until_ms, s.drop_newest, s.grace_ms)
 
     @property
     def done(self) -> bool:
@@ -167,6 +168,9 @@ class PollingSource:
 
     def get(self, timeout: float | None) -> Bar | Status | None:
         m = self.machine
+        # timeout bounds the whole call, not each wait: failing fetches with short resume
+        # delays would otherwise keep _load (and the CONNBROKEN notification) from cerebro
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if m.outbox:
                 return m.outbox.popleft()
@@ -198,9 +202,11 @@ class PollingSource:
                 m.on_rows(rows, now)
                 continue
             wait_s = self._clock.seconds_until(action + self._clock.margin_ms)
-            if timeout is not None and wait_s > timeout:
-                self._stop.wait(timeout)
-                return None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if wait_s > left:
+                    self._stop.wait(max(0.0, left))
+                    return None
             self._stop.wait(wait_s)
 
     def _wait(self, delay: float) -> bool:

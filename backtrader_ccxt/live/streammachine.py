@@ -126,9 +126,8 @@ class StreamMachine:
         self._resume_at: int | None = None
         self._failures = Backoff(spec.reconnect_delay, spec.max_reconnect_delay)
         self._confirm_at: int | None = None
-        self._confirm_backoff = Backoff(
-            max(spec.grace_ms, 100) / 1000, max(1.0, self.tf.ms / 1000), jitter=False
-        )
+        first = max(spec.grace_ms, 100) / 1000
+        self._confirm_backoff = Backoff(first, max(first, 1.0, self.tf.ms / 1000), jitter=False)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -203,7 +202,9 @@ class StreamMachine:
             first = min(self.held)
             until = first if until is None else min(until, first)
         s = self.spec
-        self._pager = Paginator(s.tf, self.settled_ms, s.page_limit, until, s.drop_newest)
+        self._pager = Paginator(
+            s.tf, self.settled_ms, s.page_limit, until, s.drop_newest, s.grace_ms
+        )
         self._purpose = purpose
         self._walk_bars = 0
         # a walk that starts after the stream talks again covers the gap of the break
