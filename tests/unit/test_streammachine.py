@@ -40,7 +40,8 @@ def row(i: int) -> list:
 def partial(i: int, part: float = 0.5) -> list:
     """An earlier state of candle ``i``: less volume, a close between open and close."""
     t, o, h, low, c, v = ROWS[i]
-    return [t, o, max(o, low + (h - low) * part), low, o + (c - o) * part, v * part]
+    close = o + (c - o) * part
+    return [t, o, max(o, close, low + (h - low) * part), low, close, v * part]
 
 
 class Harness:
