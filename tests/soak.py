@@ -5,6 +5,7 @@ REST history.
 Short version: tests/test_soak.py (CI). Long version, from the repository root::
 
     python tests/soak.py --bars 600 --symbols 6 --seed 1 [--mode polling|threaded|websocket]
+                         [--protocol binance|okx|bybit]
 
 prints bars delivered / missing / duplicated / wrong, faults injected by kind, reconnects,
 stalls, REST fills and the max close-to-delivery lag.
@@ -53,6 +54,8 @@ FAULT_WEIGHTS = {
     "rest_5xx": 1,
     "rest_timeout": 1,
     "rest_truncated": 1,
+    "rest_busy": 1,
+    "drop_at_close": 2,
 }
 
 
@@ -132,6 +135,14 @@ class FaultSchedule(threading.Thread):
             f.rest_errors("timeout", count=1, hold=2.0)
         elif kind == "rest_truncated":
             f.rest_errors("truncated", count=rng.randint(1, 2))
+        elif kind == "rest_busy":  # the venue's own "try again later" (Bybit 10016, ...)
+            f.rest_errors("busy", count=rng.randint(1, 2))
+        elif kind == "drop_at_close":
+            # the worst moment: the next candle's final is lost and the socket drops with it
+            now = self.ex.now_ms()
+            self.stop_event.wait((1000 - now % 1000) / 1000 + rng.uniform(0.0, 0.02))
+            f.skip_final(count=1)
+            f.drop_connections()
 
 
 class LagRecorder(Recorder):
@@ -157,14 +168,15 @@ def soak(
     quiet: bool = True,
     mode: str = "websocket",
     exactbars: int = EXACTBARS,
+    protocol: str = "binance",
 ) -> SoakResult:
     names = ["BTC/USDT", "ETH/USDT"] + [f"SK{i:02d}/USDT" for i in range(max(0, symbols - 2))]
     names = names[:symbols]
     rng = random.Random(seed)
-    with LocalExchange(symbols=names, timeframes=("1s",), history=200) as ex:
+    with LocalExchange(symbols=names, timeframes=("1s",), history=200, protocol=protocol) as ex:
         config = dict(ex.ccxt_config(), timeout=1500)
         store = CCXTStore(
-            "binance", config=config, retries=10, retry_delay=0.05, retry_max_delay=0.5
+            protocol, config=config, retries=10, retry_delay=0.05, retry_max_delay=0.5
         )
         cerebro = bt.Cerebro(stdstats=False, exactbars=exactbars)
         for sym in names:
@@ -232,11 +244,19 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--mode", choices=list(MODES), default="websocket")
     parser.add_argument("--exactbars", type=int, default=EXACTBARS)
+    parser.add_argument("--protocol", choices=("binance", "okx", "bybit"), default="binance")
     args = parser.parse_args(argv)
-    result = soak(args.bars, args.symbols, args.seed, mode=args.mode, exactbars=args.exactbars)
+    result = soak(
+        args.bars,
+        args.symbols,
+        args.seed,
+        mode=args.mode,
+        exactbars=args.exactbars,
+        protocol=args.protocol,
+    )
     print(
         f"soak: {args.symbols} symbols x {args.bars} live 1s bars, {args.mode}, "
-        f"exactbars={args.exactbars}, seed {args.seed}"
+        f"{args.protocol}, exactbars={args.exactbars}, seed {args.seed}"
     )
     print(result.report())
     for line in result.details[:20]:

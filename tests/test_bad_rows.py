@@ -3,7 +3,7 @@ the row is never delivered as given; its page is refetched, and the feed reports
 while the venue keeps serving it.
 
 The local exchange has no control to corrupt a served row, so the test wraps its kline
-formatter (``localexchange.binance_format.kline_row``, as ``localexchange.rest`` calls it)
+formatter (``localexchange.binance_format.kline_row``, as ``localexchange.binance_api`` calls it)
 with ``monkeypatch``: the served JSON then has ``null`` for the high of one closed candle,
 which ccxt parses to ``None``.
 """
@@ -18,7 +18,7 @@ from feedtools import Recorder, assert_contiguous, expected_for, to_ms
 
 from backtrader_ccxt import CCXTStore
 from backtrader_ccxt.localexchange import LocalExchange
-from backtrader_ccxt.localexchange import rest as local_rest
+from backtrader_ccxt.localexchange import binance_api as local_rest
 
 MODES = {"polling": {}, "threaded": {"use_threaded_data": True}}
 

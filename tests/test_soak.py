@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+from feedtools import PROTOCOLS
 from soak import FAULT_WEIGHTS, FaultSchedule, soak
 
 from backtrader_ccxt.localexchange import LocalExchange
 
 
-def test_short_soak_loses_duplicates_and_corrupts_nothing():
-    result = soak(bars=25, symbols=3, seed=20261121)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_short_soak_loses_duplicates_and_corrupts_nothing(protocol):
+    result = soak(bars=25, symbols=3, seed=20261121, protocol=protocol)
     print(result.report())
     assert result.details == []
     assert result.ok

@@ -336,3 +336,31 @@ def test_a_backfill_that_fails_is_retried_before_any_streamed_bar(ex):
     check_exact(ex, strat, ["BTC/USDT"])
     assert strat.statuses["BTC/USDT"][:3] == ["DELAYED", "CONNBROKEN", "LIVE"]
     assert len(bars) >= 22
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_two_timeframes_of_one_symbol_get_only_their_own_candles(protocol):
+    """One store, one symbol, 1s and 3s: each feed receives its own timeframe's candles only
+    (ccxt.pro keys some venues' OHLC messages by symbol alone; the tap routes by timeframe)."""
+    with LocalExchange(
+        symbols=("ETH/USDT",), timeframes=("1s", "3s"), history=200, protocol=protocol
+    ) as ex:
+        store = store_for(ex)
+        cerebro = bt.Cerebro(stdstats=False)
+        for tf in ("1s", "3s"):
+            cerebro.adddata(
+                store.getdata(
+                    dataname="ETH/USDT",
+                    name=tf,
+                    timeframe=tf,
+                    backfill_bars=3,
+                    poll_grace=0.3,
+                    **WS,
+                )  # fmt: skip
+            )
+        strat = run(cerebro, live_bars=3)
+        for tf in ("1s", "3s"):
+            bars = strat.bars[tf]
+            assert_contiguous(bars, tf)
+            assert bars == expected_for(ex, "ETH/USDT", tf, bars), tf
+        assert store.stats["rest_confirm"] == 0  # every live bar came from its own final
