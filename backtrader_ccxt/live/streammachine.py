@@ -117,6 +117,7 @@ class StreamMachine:
         self._need: str | None = None if stream_first_ms else "backfill"
         self._stream_first_ms = stream_first_ms
         self._backfill_at: int | None = None  # when to backfill if the stream stays silent
+        self._stream_talked = False
         self._pager: Paginator | None = None
         self._purpose: str | None = None
         self._heal_requested = False  # the stream talks again: the next walk fills the gap
@@ -161,6 +162,14 @@ class StreamMachine:
                 return self._resume_at
             self._resume_at = None
         if self.phase == "backfill" and self._pager is None and self._need is None:
+            if self._stream_talked:
+                # the candle that closed just before the stream's first frame can only come
+                # from REST, and REST is trusted a grace after a close: start then, so the
+                # history reaches the stream's first candle and LIVE means caught up
+                self._stream_talked = False
+                self._backfill_at = now_ms
+                if not self.tf.is_calendar:
+                    self._backfill_at = now_ms - now_ms % self.tf.ms + self._settle_ms
             if self._backfill_at is None:
                 self._backfill_at = now_ms + (self._stream_first_ms or 0)
             if now_ms < self._backfill_at:
@@ -293,7 +302,7 @@ class StreamMachine:
             if self.stream_broken and not (self._heal_requested or self._heal_walk):
                 self._heal_requested = True  # the next walk to start covers the break
             if self.phase == "backfill" and self._pager is None and self._need is None:
-                self._need = "backfill"  # the stream talks: its first candle is near now
+                self._stream_talked = True  # the backfill can begin (see next_action)
             elif self._heal_requested:
                 self._want("fill")
         elif isinstance(event, Fatal):

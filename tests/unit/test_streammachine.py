@@ -484,3 +484,19 @@ def test_a_backfill_after_a_break_before_the_first_frame_still_goes_live():
     h.at(NOW0 + 400, Healthy(1))
     check_exact(h, 4)
     assert h.codes()[-1] == "LIVE" and not h.m.stream_broken
+
+
+def test_a_stream_that_talks_just_after_a_close_waits_for_that_candle_to_settle():
+    # candle 4 closed 100 ms before the stream's first frame: its final was never streamed
+    # to us, and REST is trusted a grace after the close. The backfill waits for that, so
+    # LIVE means caught up: no REST call after it
+    m = StreamMachine(spec(), margin_ms=0, stream_first_ms=3000)
+    h = Harness(m, Venue(M1, ROWS), START + 100)
+    h.settle()
+    assert h.at(START + 100, Healthy(0)) == START + GRACE and h.pages == []
+    h.run_until(START + GRACE)
+    check_exact(h, 4)
+    assert h.codes() == ["LIVE"] and len(h.pages) == 1
+    h.at(close(5), fin(5))
+    check_exact(h, 5)
+    assert len(h.pages) == 1
