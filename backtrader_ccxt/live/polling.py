@@ -41,6 +41,7 @@ class PollingMachine:
         self.pager: Paginator | None = self._pager(spec.since_ms)
         self.schedule: PollSchedule | None = None
         self.gate = BarGate()
+        self._walk_started_ms = 0  # when the poll under way (or the last) was asked for
         self.broken = False
         self.polls = 0
         self._polled_bars = 0
@@ -76,6 +77,7 @@ class PollingMachine:
             return due
         self.polls += 1
         self._polled_bars = 0
+        self._walk_started_ms = now_ms
         self.pager = self._pager(self.schedule.next_open_ms)
         return self.next_action(now_ms)
 
@@ -98,9 +100,11 @@ class PollingMachine:
         assert self.schedule is not None
         until = self.spec.until_ms
         if until is not None and (
-            cursor >= until or now_ms >= until + self.spec.tf.ms + self.spec.grace_ms
+            cursor >= until or self._walk_started_ms >= until + self.spec.tf.ms + self.spec.grace_ms
         ):
-            # past todate, or every candle before it has closed (and an omitted one never came)
+            # past todate, or a poll that left a bar after the last candle was due still found
+            # nothing (an omitted candle never comes): a poll under way at that moment still
+            # counts, so a venue that answers late does not cost the last bar
             self._finish("todate reached")
             return
         if self._polled_bars:

@@ -118,6 +118,7 @@ class StreamMachine:
         self._stream_first_ms = stream_first_ms
         self._backfill_at: int | None = None  # when to backfill if the stream stays silent
         self._stream_talked = False
+        self._last_look = False  # the walk after todate's last due time has been asked for
         self._pager: Paginator | None = None
         self._purpose: str | None = None
         self._heal_requested = False  # the stream talks again: the next walk fills the gap
@@ -193,11 +194,18 @@ class StreamMachine:
         if self.phase != "live":
             return FOREVER  # the stream must talk first (or a REST retry is pending)
         until = self.spec.until_ms
-        if until is not None and (
-            self.settled_ms >= until or now_ms >= until + self.tf.ms + self.wait_ms
-        ):
+        if until is not None and self.settled_ms >= until:
             self._finish("todate reached")
             return None
+        if until is not None and now_ms >= until + self.tf.ms + self.wait_ms:
+            # a bar past the last candle's due time: one more look, then it is absent (an
+            # omitted empty candle); a look under way at that moment does not count
+            if self._last_look:
+                self._finish("todate reached")
+                return None
+            self._last_look = True
+            self._start_walk("confirm")
+            return self.next_action(now_ms)
         due = self.due_ms()
         if now_ms >= due:
             self._start_walk("confirm")

@@ -500,3 +500,28 @@ def test_a_stream_that_talks_just_after_a_close_waits_for_that_candle_to_settle(
     h.at(close(5), fin(5))
     check_exact(h, 5)
     assert len(h.pages) == 1
+
+
+class SlowListing(Venue):
+    """A venue whose REST lists a candle only ``lag`` ms after its close."""
+
+    def __init__(self, *args, lag: int, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.lag = lag
+
+    def fetch(self, since: int, limit: int, now: int) -> list[list]:
+        rows = super().fetch(since, limit, now)
+        return [r for r in rows if M1.close_of(r[0]) + self.lag <= now]
+
+
+def test_the_last_candle_before_todate_gets_a_look_after_its_due_time():
+    # a quiet stream, and REST lists candle 6 (the last before todate) 54 s after its close:
+    # the confirmations back off; a bar after its due time one more look finds it
+    until = row(7)[0]
+    venue = SlowListing(M1, ROWS, lag=54_000)
+    m = StreamMachine(spec(until_ms=until), margin_ms=0)
+    h = Harness(m, venue, NOW0 + 60_000)
+    h.settle()
+    h.run_until(close(6) + 3 * MIN)
+    assert h.opens()[-1] == row(6)[0]
+    assert h.codes()[-1] == "DISCONNECTED"
