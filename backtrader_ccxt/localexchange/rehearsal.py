@@ -22,6 +22,7 @@ from __future__ import annotations
 import bisect
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -32,7 +33,19 @@ from ..errors import ConfigurationError
 from .data import Replay, Timeframe, check_symbol, fmt_units, parse_timeframe
 from .exchange import LocalExchange
 
-__all__ = ["HistoryReplay", "RehearsalExchange", "clean_rows"]
+__all__ = ["CLOCK_STARTS", "HistoryReplay", "RehearsalExchange", "clean_rows"]
+
+#: when the rehearsal clock starts running
+CLOCK_STARTS = ("request", "start")
+#: REST paths (substrings) of candle requests, every protocol: Binance klines / uiKlines,
+#: OKX market/candles and history-candles, Bybit market/kline
+_CANDLE_PATHS = (
+    "/api/v3/klines",
+    "/api/v3/uiKlines",
+    "/market/candles",
+    "/market/history-candles",
+    "/v5/market/kline",
+)
 
 _UNITS_EXP = 8  # values are held as integers of 1e-8, like the bundled data
 _EPOCH = datetime(1970, 1, 1)
@@ -257,7 +270,12 @@ class RehearsalExchange(LocalExchange):
             grid (``"5m"``, ``"1h"``) are aggregated from it.
         speed: exchange seconds per real second (default 60: an hour of history per minute).
         warmup: candles already closed when the clock starts (default 100): the history a
-            feed backfills before going live. ``< `` the number of rows.
+            feed backfills before going live. Fewer than the candles the history spans.
+        clock_start: ``"request"`` (default): the clock stands at the warmup's end until a
+            client first asks for candles (a REST candle request or a WebSocket
+            subscription), so however long the store takes to start, the feed's backfill
+            finds exactly ``warmup`` closed candles; ``"start"``: it runs from ``start()``.
+            :meth:`start_clock` starts it at any time.
         protocol, updates_per_candle, host, port and the other keywords: as for
             ``LocalExchange`` (``symbols``, ``timeframes``, ``history`` and ``clock`` are set
             by the rehearsal).
@@ -270,6 +288,7 @@ class RehearsalExchange(LocalExchange):
         *,
         speed: float = 60.0,
         warmup: int = 100,
+        clock_start: str = "request",
         **kwargs: Any,
     ) -> None:
         taken = sorted(set(kwargs) & {"symbols", "timeframes", "history", "clock"})
@@ -289,6 +308,10 @@ class RehearsalExchange(LocalExchange):
             raise ConfigurationError(str(e)) from None
         if isinstance(speed, bool) or not isinstance(speed, int | float) or not speed > 0:
             raise ConfigurationError(f"speed must be a number > 0 (e.g. 60), got {speed!r}")
+        if clock_start not in CLOCK_STARTS:
+            raise ConfigurationError(
+                f"clock_start must be one of {', '.join(CLOCK_STARTS)}, got {clock_start!r}"
+            )
         if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
             raise ConfigurationError(f"warmup must be an int >= 0, got {warmup!r}")
         tables = {}
@@ -314,7 +337,9 @@ class RehearsalExchange(LocalExchange):
         #: where the rehearsal clock starts: the open of candle ``warmup``
         self.start_at_ms = first + warmup * tf.ms
         self._tables = tables
+        self.clock_start = clock_start
         self._t0: float | None = None
+        self._clock_lock = threading.Lock()
         super().__init__(
             symbols=tuple(tables),
             timeframes=(tf.name,),
@@ -330,8 +355,32 @@ class RehearsalExchange(LocalExchange):
         t0 = self._t0
         start = self.start_at_ms / 1000.0
         if t0 is None:
-            return start
+            if not (self.running and self._asked_for_candles()):
+                return start
+            with self._clock_lock:
+                if self._t0 is None:
+                    self._t0 = time.time()
+                t0 = self._t0
         return start + (time.time() - t0) * self.speed
+
+    def _asked_for_candles(self) -> bool:
+        if self.clock_start == "start":
+            return True
+        stats = self.stats
+        if stats.ws_streams_subscribed:
+            return True
+        return any(p in path for path in list(stats.rest_by_path) for p in _CANDLE_PATHS)
+
+    def start_clock(self) -> None:
+        """Start the rehearsal clock now, if it has not started yet (see ``clock_start``)."""
+        with self._clock_lock:
+            if self._t0 is None:
+                self._t0 = time.time()
+
+    @property
+    def clock_started(self) -> bool:
+        """Whether the rehearsal clock runs (it stands at the warmup's end until then)."""
+        return self._t0 is not None
 
     def store_clock(self) -> tuple[Callable[[], float], float]:
         """``(clock, rate)`` for ``CCXTStore(clock=..., clock_rate=...)``: the exchange's clock
@@ -406,12 +455,10 @@ class RehearsalExchange(LocalExchange):
             self.empty_every,
             self._protocol_class.settled_last_update,
         )
-        self._t0 = time.time()
-        try:
-            super().start()
-        except BaseException:
-            self._t0 = None
-            raise
+        self._t0 = None
+        super().start()
+        if self.clock_start == "start":
+            self.start_clock()
         return self
 
     def __repr__(self) -> str:
