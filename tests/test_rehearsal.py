@@ -163,14 +163,15 @@ def test_faults_during_a_rehearsal_lose_and_duplicate_nothing(rows, expected):
     assert strat.trades == expected.trades
 
 
-def test_frame_csv_and_holes_are_served_as_the_backtest_sees_them(tmp_path):
+@pytest.mark.parametrize("mode", ["polling", "websocket"])
+def test_frame_csv_and_holes_are_served_as_the_backtest_sees_them(tmp_path, mode):
     """A CSV file (frames.export_frame) with a hole: REST serves the rows at their own open
     times and leaves the hole out, as the venue did; a backtest of the file sees the same."""
     rows = make_rows(60, seed=3)
     del rows[45]  # a candle the venue omitted
     path = export_frame(rows_to_frame(rows, "1m"), tmp_path / "btc.csv")
     with RehearsalExchange({"BTC/USDT": path}, "1m", speed=SPEED, warmup=30) as ex:
-        strat = rehearse(ex, "polling", strategy=Recorder)
+        strat = rehearse(ex, mode, strategy=Recorder)
         client = ccxt.binance(ex.ccxt_config())
         served = client.fetch_ohlcv("BTC/USDT", "1m", since=T0, limit=1000)
     assert served == rows
@@ -190,6 +191,19 @@ def test_longer_timeframes_are_aggregated_from_the_rows(rows):
         first[-1][4],
         pytest.approx(sum(r[5] for r in first)),
     ]
+
+
+def test_feed_kwargs_span_the_history_with_a_grace_in_real_time(rows):
+    with RehearsalExchange({"BTC/USDT": rows}, "1m", speed=SPEED, warmup=WARMUP) as ex:
+        kw = ex.feed_kwargs()
+        assert kw["fromdate"] == datetime(2024, 3, 4, 0, 1)
+        assert kw["todate"] == datetime(2024, 3, 4, 1, 10)  # the close of row 69
+        assert kw["poll_grace"] == 30.0  # 50 ms of real time at 600x: half a bar at most
+        assert ex.feed_kwargs(latency=0.001)["poll_grace"] == 1.0  # never below the default
+    with RehearsalExchange({"BTC/USDT": rows}, "1m", speed=2.0, warmup=WARMUP) as slow:
+        assert slow.feed_kwargs()["poll_grace"] == 1.0
+        with pytest.raises(ConfigurationError, match="latency must be"):
+            slow.feed_kwargs(latency=-1)
 
 
 def test_store_clock_matches_the_exchange(rows):

@@ -278,7 +278,8 @@ class RehearsalExchange(LocalExchange):
             :meth:`start_clock` starts it at any time.
         protocol, updates_per_candle, host, port and the other keywords: as for
             ``LocalExchange`` (``symbols``, ``timeframes``, ``history`` and ``clock`` are set
-            by the rehearsal).
+            by the rehearsal; ``poll_interval`` defaults to a fiftieth of a bar's real
+            duration, between 1 and 50 ms, so finals leave on time at high speed).
     """
 
     def __init__(
@@ -340,6 +341,11 @@ class RehearsalExchange(LocalExchange):
         self.clock_start = clock_start
         self._t0: float | None = None
         self._clock_lock = threading.Lock()
+        # The emission timer cannot map this clock to real time, so it re-reads it every
+        # poll_interval: at most a fiftieth of a bar late, or finals would look late to the
+        # feed at high speed (0.05 s is half a 1m bar at 600x).
+        bar_real_s = tf.ms / 1000.0 / self.speed
+        kwargs.setdefault("poll_interval", min(0.05, max(0.001, bar_real_s / 50)))
         super().__init__(
             symbols=tuple(tables),
             timeframes=(tf.name,),
