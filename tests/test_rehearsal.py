@@ -163,6 +163,46 @@ def test_faults_during_a_rehearsal_lose_and_duplicate_nothing(rows, expected):
     assert strat.trades == expected.trades
 
 
+def test_rest_errors_during_a_polling_rehearsal_are_retried_without_a_gap(rows, expected):
+    with RehearsalExchange({"BTC/USDT": rows}, "1m", speed=SPEED, warmup=WARMUP) as ex:
+
+        def on_bar(strat, data):
+            if strat.live_counts["BTC"] == 5:
+                ex.faults.rest_errors("5xx", count=2, path="/api/v3/klines")
+
+        strat = rehearse(ex, "polling", on_bar=on_bar)
+        counts = ex.faults.counts
+    assert counts["rest_5xx"] == 2
+    assert strat.bars["BTC"] == expected.bars["BTC"]
+    assert strat.trades == expected.trades
+
+
+def test_two_symbols_on_one_stream_each_equal_their_backtest():
+    btc, eth = make_rows(seed=11), make_rows(seed=12)
+    history = {"BTC/USDT": btc, "ETH/USDT": eth}
+    with RehearsalExchange(history, "1m", speed=SPEED, warmup=WARMUP) as ex:
+        store = CCXTStore(**ex.store_kwargs())
+        cerebro = bt.Cerebro(stdstats=False)
+        for symbol in history:
+            cerebro.adddata(
+                store.getdata(
+                    dataname=symbol,
+                    name=symbol,
+                    timeframe="1m",
+                    use_websocket=True,
+                    **ex.feed_kwargs(),
+                )
+            )
+        cerebro.addstrategy(Recorder, live_bars=None)
+        try:
+            strat = cerebro.run()[0]
+        finally:
+            store.stop()
+        assert ex.stats.ws_connections == 1
+    for symbol, rows in history.items():
+        assert strat.bars[symbol] == backtest(rows, Recorder).bars["BTC"], symbol
+
+
 @pytest.mark.parametrize("mode", ["polling", "websocket"])
 def test_frame_csv_and_holes_are_served_as_the_backtest_sees_them(tmp_path, mode):
     """A CSV file (frames.export_frame) with a hole: REST serves the rows at their own open
