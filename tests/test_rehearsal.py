@@ -163,6 +163,18 @@ def test_faults_during_a_rehearsal_lose_and_duplicate_nothing(rows, expected):
     assert strat.trades == expected.trades
 
 
+def test_at_3000x_the_stream_still_delivers_every_final_on_time():
+    """50 ms of real time is 2.5 one-minute bars at 3000x: the exchange's timer must re-read
+    the clock far more often than the plain local exchange does, or every final leaves late
+    and the feed confirms each candle over REST instead."""
+    rows = make_rows(100, seed=5)
+    with RehearsalExchange({"BTC/USDT": rows}, "1m", speed=3000.0, warmup=WARMUP) as ex:
+        strat = rehearse(ex, "websocket", strategy=Recorder)
+        klines = ex.stats.rest_by_path["/api/v3/klines"]
+    assert strat.bars["BTC"] == backtest(rows, Recorder).bars["BTC"]
+    assert klines < 10, klines
+
+
 def test_rest_errors_during_a_polling_rehearsal_are_retried_without_a_gap(rows, expected):
     with RehearsalExchange({"BTC/USDT": rows}, "1m", speed=SPEED, warmup=WARMUP) as ex:
 
