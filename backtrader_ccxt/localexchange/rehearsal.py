@@ -255,10 +255,10 @@ class RehearsalExchange(LocalExchange):
     """A :class:`~.exchange.LocalExchange` that serves the user's own candles at their own
     timestamps, on a clock running ``speed`` times real time. See ``docs/rehearsal.md``.
 
-    >>> ex = RehearsalExchange({"BTC/USDT": frame}, "1m", speed=60)  # doctest: +SKIP
+    >>> ex = RehearsalExchange({"BTC/USDT": frame}, "1m", speed=600)  # doctest: +SKIP
     >>> with ex:  # doctest: +SKIP
-    ...     store = CCXTStore(**ex.store_kwargs())
-    ...     data = store.getdata(dataname="BTC/USDT", timeframe="1m", todate=ex.todate)
+    ...     store = CCXTStore(**ex.store_kwargs())  # the venue, its URLs, this clock
+    ...     data = store.getdata(dataname="BTC/USDT", timeframe="1m", **ex.feed_kwargs())
 
     Params:
         history: ``{symbol: source}``; a source is rows ``[open_ms, o, h, l, c, v]``
