@@ -122,3 +122,10 @@ CANDLES_PATH = {
     "okx": "/api/v5/market/candles",
     "bybit": "/v5/market/kline",
 }
+
+#: the three live modes, as feed params
+MODES = {
+    "polling": {},
+    "threaded": {"use_threaded_data": True},
+    "websocket": {"use_websocket": True},
+}

@@ -13,17 +13,12 @@ from datetime import timedelta
 
 import backtrader as bt
 import pytest
-from feedtools import EPOCH, Recorder, assert_contiguous, expected_for, to_ms, truth
+from feedtools import EPOCH, MODES, Recorder, assert_contiguous, expected_for, to_ms, truth
 
 from backtrader_ccxt import CCXTStore
 from backtrader_ccxt.localexchange import LocalExchange
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SK00/USDT")
-MODES = {
-    "polling": {},
-    "threaded": {"use_threaded_data": True},
-    "websocket": {"use_websocket": True},
-}
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import backtrader as bt
 import pytest
 from feedtools import (
     EPOCH,
+    MODES,
     assert_contiguous,
     expected_for,
     run,
@@ -20,12 +21,6 @@ from feedtools import (
 
 from backtrader_ccxt import CCXTStore
 from backtrader_ccxt.localexchange import LocalExchange
-
-MODES = {
-    "polling": {},
-    "threaded": {"use_threaded_data": True},
-    "websocket": {"use_websocket": True},
-}
 
 
 @pytest.fixture(scope="module")

@@ -389,15 +389,7 @@ class StreamManager:
                 return
             if isinstance(action, Page):
                 self.stats["rest_calls"] += 1
-                departed: list = []
-                try:
-                    rows = await fetch_page_async(
-                        exchange, target, action.since_ms, action.limit, departed
-                    )
-                except ExchangeRequestError as exc:
-                    machine.on_failure(exc, clock.now_ms())
-                    continue
-                machine.on_rows(rows, _asked_at(clock, now, departed))
+                await _fetch(exchange, target, action, machine, clock, now)
             else:
                 await asyncio.sleep(clock.seconds_until(action + clock.margin_ms))
 
@@ -418,16 +410,7 @@ class StreamManager:
             if action is None:
                 return
             if isinstance(action, Page):
-                departed: list = []
-                try:
-                    rows = await fetch_page_async(
-                        exchange, target, action.since_ms, action.limit, departed
-                    )
-                except ExchangeRequestError as exc:
-                    machine.on_failure(exc, clock.now_ms())
-                else:
-                    # closed-ness judged at the time the request left (after the limiter)
-                    machine.on_rows(rows, _asked_at(clock, now, departed))
+                await _fetch(exchange, target, action, machine, clock, now)
                 continue
             waiter = sub.waiter = loop.create_future()
             timer = None
@@ -440,6 +423,18 @@ class StreamManager:
                 sub.waiter = None
                 if timer is not None:
                     timer.cancel()
+
+
+async def _fetch(exchange, target: RestTarget, page: Page, machine, clock, asked_ms: int) -> None:
+    """Fetch the page a machine asked for and hand it the answer (or the failure)."""
+    departed: list = []
+    try:
+        rows = await fetch_page_async(exchange, target, page.since_ms, page.limit, departed)
+    except ExchangeRequestError as exc:
+        machine.on_failure(exc, clock.now_ms())
+        return
+    # closed-ness judged at the time the request left (after ccxt's rate limiter)
+    machine.on_rows(rows, _asked_at(clock, asked_ms, departed))
 
 
 def _asked_at(clock, asked_ms: int, departed: list) -> int:
