@@ -214,6 +214,25 @@ class TradeGate:
         self._prune()
         return out
 
+    def fill(self, batch: Iterable[Trade]) -> list[Trade]:
+        """The trades of ``batch`` whose decimal ids lie in a recorded gap (lost trades fetched
+        later, e.g. over REST by id), in id order; each is let through once and its gap shrinks.
+
+        They come after later trades: a consumer that needs exchange order holds the trades
+        past a gap until it is filled (an open bar from trades takes them in any order).
+        """
+        out: list[Trade] = []
+        for t in sorted(batch, key=_order):
+            seq = t.seq
+            if seq is None:
+                continue
+            for n, (a, b) in enumerate(self.gaps):
+                if a <= seq <= b:
+                    self.gaps[n : n + 1] = [g for g in ((a, seq - 1), (seq + 1, b)) if g[0] <= g[1]]
+                    out.append(t)
+                    break
+        return out
+
     def _prune(self) -> None:
         if self.newest_ms is None:
             return

@@ -297,3 +297,15 @@ def test_real_trades_delivered_once_through_overlapping_pages_and_aggregated(nam
         )
         assert bar.volume == float(sum(Decimal(r["amount"]) for r in group))
         assert bar.close_ms == bar.open_ms + tf.ms
+
+
+def test_gate_fills_a_recorded_gap_once():
+    gate = TradeGate()
+    gate.admit([tr(0, T0), tr(5, T0 + 5)])
+    assert gate.gaps == [(1001, 1004)]
+    page = [tr(i, T0 + i) for i in range(7)]
+    assert [t.id for t in gate.fill(page)] == ["1001", "1002", "1003", "1004"]
+    assert gate.gaps == [] and gate.fill(page) == []
+    gate.admit([tr(9, T0 + 9)])
+    assert [t.id for t in gate.fill([tr(7, T0 + 7)])] == ["1007"]
+    assert gate.gaps == [(1006, 1006), (1008, 1008)]
