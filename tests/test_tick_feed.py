@@ -1,0 +1,114 @@
+"""A tick feed (timeframe=bt.TimeFrame.Ticks) in REST polling mode, through a real cerebro,
+against the local exchange's trade ledger: every trade once, in order, nothing else."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import backtrader as bt
+import pytest
+
+from backtrader_ccxt import CCXTStore, ConfigurationError
+from backtrader_ccxt.localexchange import LocalExchange
+
+EPOCH = datetime(1970, 1, 1)
+FROZEN_S = 1_700_000_030.5
+
+
+def dt(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+class Ticks(bt.Strategy):
+    """Records (ms, price, high, low, close, volume) of every tick and the statuses."""
+
+    params = (("stop_after", None),)
+
+    def __init__(self) -> None:
+        self.ticks: list[tuple] = []
+        self.statuses: list[str] = []
+
+    def notify_data(self, data, status, *args, **kwargs) -> None:
+        self.statuses.append(data._getstatusname(status))
+
+    def next(self) -> None:
+        d = self.data
+        ms = round((d.datetime.datetime(0) - EPOCH) / timedelta(milliseconds=1))
+        self.ticks.append((ms, d.open[0], d.high[0], d.low[0], d.close[0], d.volume[0]))
+        if self.p.stop_after is not None and len(self.ticks) >= self.p.stop_after:
+            self.env.runstop()
+
+
+def run(data, **kwargs) -> Ticks:
+    cerebro = bt.Cerebro(exactbars=1, stdstats=False)
+    cerebro.adddata(data)
+    cerebro.addstrategy(Ticks, **kwargs)
+    return cerebro.run()[0]
+
+
+def expected(ex, symbol, since_ms, until_ms):
+    return [
+        (t["timestamp"], t["price"], t["price"], t["price"], t["price"], t["amount"])
+        for t in ex.trades(symbol, since_ms, until_ms)
+    ]
+
+
+def test_historical_ticks_from_fromdate_are_the_ledger_despite_binances_window_trap():
+    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1s",), clock=lambda: FROZEN_S) as ex:
+        store = CCXTStore("binance", config=ex.ccxt_config(), clock=lambda: FROZEN_S * 1000)
+        # 40 minutes back: its first one-hour window holds ~20000 trades, far over a page
+        since = ex.now_ms() - 40 * 60_000 + 123
+        until = since + 5 * 60_000
+        data = store.getdata(
+            dataname="BTC/USDT",
+            timeframe=bt.TimeFrame.Ticks,
+            fromdate=dt(since),
+            todate=dt(until - 1),
+            historical=True,
+        )
+        strat = run(data)
+        want = expected(ex, "BTC/USDT", since, until)
+        assert len(want) > 2000  # several pages
+        assert strat.ticks == want
+        assert strat.statuses[-1] == "DISCONNECTED"
+
+
+def test_live_ticks_backfill_then_poll_every_trade_once():
+    symbol = "ETH/USDT"
+    with LocalExchange(symbols=(symbol,), timeframes=("1s",), history=60) as ex:
+        store = CCXTStore("binance", config=ex.ccxt_config())
+        since = ex.now_ms() - 5_000
+        data = store.getdata(
+            dataname=symbol,
+            timeframe=bt.TimeFrame.Ticks,
+            fromdate=dt(since),
+            poll_grace=0.2,  # the tick feed's poll interval
+            qcheck=0.1,
+        )
+        before_live = len(ex.trades(symbol, since, ex.now_ms() + 1))
+        strat = run(data, stop_after=before_live + 25)  # well into the live part
+        got = strat.ticks
+        assert got == expected(ex, symbol, since, got[-1][0] + 1)
+        assert strat.statuses[:2] == ["DELAYED", "LIVE"]
+
+
+def test_the_last_n_trades_without_fromdate():
+    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1s",), clock=lambda: FROZEN_S) as ex:
+        store = CCXTStore("binance", config=ex.ccxt_config(), clock=lambda: FROZEN_S * 1000)
+        data = store.getdata(
+            dataname="BTC/USDT",
+            timeframe=bt.TimeFrame.Ticks,
+            backfill_bars=30,
+            historical=True,
+        )
+        strat = run(data)
+        assert strat.ticks == expected(ex, "BTC/USDT", None, None)[-30:]
+
+
+@pytest.mark.parametrize("param", ["use_websocket", "use_threaded_data"])
+def test_ticks_in_other_modes_fail_fast_naming_the_choices(param):
+    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1s",), history=10) as ex:
+        store = CCXTStore("binance", config=ex.ccxt_config())
+        data = store.getdata(dataname="BTC/USDT", timeframe=bt.TimeFrame.Ticks, **{param: True})
+        with pytest.raises(ConfigurationError, match=f"Ticks.*{param}.*REST polling"):
+            run(data)
