@@ -76,7 +76,8 @@ class CCXTFeed(bt.feed.DataBase):
       - ``dataname`` (str): unified ccxt symbol, e.g. ``'BTC/USDT'`` or ``'BTC/USDT:USDT'``
         (the exchange's own id, e.g. ``'BTCUSDT'``, is accepted too).
       - ``timeframe=bt.TimeFrame.Ticks``: a tick feed, every public trade once (open = high
-        = low = close = price, volume = amount, stamped at the trade's time), backfilled from
+        = low = close = price, volume = amount, stamped at the trade's time + 1 ms, the close of
+        its millisecond, so ``resampledata`` gives the venue's candles), backfilled from
         ``fromdate`` or the last ``backfill_bars`` trades; REST polling mode only so far
         (:mod:`~.live.tradepolling`).
       - ``name`` (str): the name backtrader shows for the feed.

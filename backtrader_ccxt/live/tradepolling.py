@@ -3,7 +3,8 @@
 :class:`TradePollingMachine` holds the rules and no I/O, as :class:`~.polling.PollingMachine`
 does for candles: it says which ``fetch_trades`` call to make or how long to wait, and turns
 answers into ticks (a :class:`~backtrader_ccxt.bars.Bar` with open = high = low = close =
-price and volume = amount, stamped at the trade's time) and status events.
+price and volume = amount, stamped at the close of the trade's millisecond: see :func:`tick`)
+and status events.
 :class:`TradePollingSource` drives it from backtrader's thread with the blocking ccxt
 instance.
 
@@ -88,9 +89,14 @@ class TradeRequest:
 
 
 def tick(t: Trade) -> Bar:
-    """A trade as a backtrader tick."""
+    """A trade as a backtrader tick: a bar of its millisecond, stamped at that millisecond's
+    close (``timestamp + 1 ms``) like every bar here. Why: backtrader's resampler puts an
+    instant ``T`` in the bar ending at ``T`` (its bars span ``(close - size, close]``), a venue
+    puts a trade at ``T`` in the candle opening at ``T`` (``[open, open + size)``); with
+    millisecond timestamps the 1 ms shift maps one onto the other exactly, so
+    ``resampledata`` of a tick feed gives the venue's candles, a trade on the boundary too."""
     p = t.price
-    return Bar(t.timestamp_ms, t.timestamp_ms, p, p, p, p, t.amount)
+    return Bar(t.timestamp_ms, t.timestamp_ms + 1, p, p, p, p, t.amount)
 
 
 class TradePollingMachine:

@@ -61,6 +61,7 @@ def drive(machine, venue, now, max_steps=10_000, fail_at=()):
 
 
 def ticks(items):
+    assert all(b.close_ms == b.open_ms + 1 for b in items if not isinstance(b, Status))
     return [(b.open_ms, b.close, b.volume) for b in items if not isinstance(b, Status)]
 
 
