@@ -22,7 +22,7 @@ def dt(ms: int) -> datetime:
 class Ticks(bt.Strategy):
     """Records (ms, price, high, low, close, volume) of every tick and the statuses."""
 
-    params = (("stop_after", None),)
+    params = (("stop_after", None), ("on_tick", None))
 
     def __init__(self) -> None:
         self.ticks: list[tuple] = []
@@ -35,6 +35,8 @@ class Ticks(bt.Strategy):
         d = self.data
         ms = round((d.datetime.datetime(0) - EPOCH) / timedelta(milliseconds=1))
         self.ticks.append((ms, d.open[0], d.high[0], d.low[0], d.close[0], d.volume[0]))
+        if self.p.on_tick is not None:
+            self.p.on_tick(self)
         if self.p.stop_after is not None and len(self.ticks) >= self.p.stop_after:
             self.env.runstop()
 
@@ -151,3 +153,41 @@ def test_a_resampled_tick_feed_gives_the_venues_candles_boundary_trades_included
         assert [r[:5] for r in rows] == [w[:5] for w in want]
         # backtrader's resampler adds volumes as floats: equal up to float rounding
         assert [r[5] for r in rows] == [pytest.approx(w[5], rel=1e-12) for w in want]
+
+
+@pytest.mark.parametrize("kind", ["5xx", "truncated"])
+def test_rest_failures_while_live_lose_and_repeat_no_trade(kind):
+    symbol = "BTC/USDT"
+    with LocalExchange(symbols=(symbol,), timeframes=("1s",), history=60) as ex:
+        store = CCXTStore(
+            "binance", config=ex.ccxt_config(), retries=1, retry_delay=0.05, retry_max_delay=0.1
+        )
+        since = ex.now_ms() - 2_000
+        data = store.getdata(
+            dataname=symbol,
+            timeframe=bt.TimeFrame.Ticks,
+            fromdate=dt(since),
+            poll_grace=0.1,
+            qcheck=0.1,
+            ws_reconnect_delay=0.1,
+            ws_max_reconnect_delay=0.2,
+        )
+        broken = []
+
+        def on_tick(strat):
+            if "LIVE" in strat.statuses and not broken:
+                broken.append(len(strat.ticks))
+                # two failures in a row: the poll's one retry is spent too
+                ex.faults.rest_errors(kind, count=2, path="/api/v3/aggTrades")
+
+        def stop_when_healed(strat):
+            on_tick(strat)
+            if strat.statuses.count("LIVE") >= 2 and len(strat.ticks) > broken[0] + 10:
+                strat.env.runstop()
+
+        strat = run(data, on_tick=stop_when_healed)
+        # a garbled page is retried like an outage, never read as "no trades there"
+        assert strat.statuses[:4] == ["DELAYED", "LIVE", "CONNBROKEN", "LIVE"]
+        assert ex.faults.counts["rest_5xx" if kind == "5xx" else "rest_truncated"] == 2
+        got = strat.ticks
+        assert got == expected(ex, symbol, since, got[-1][0])

@@ -27,6 +27,8 @@ import threading
 from collections import deque
 from dataclasses import dataclass
 
+import ccxt
+
 from ..bars import Bar, Status
 from ..errors import ExchangeRequestError, FatalExchangeError
 from ..rest import Stopped, call_with_retry
@@ -298,9 +300,17 @@ class TradePollingSource:
 
         def call() -> list:
             rows = self._exchange.fetch_trades(symbol, req.since_ms, req.limit, params)
-            return [
+            if not isinstance(rows, list):
+                raise ccxt.BadResponse(f"expected a list of trades, got {type(rows).__name__}")
+            out = [
                 {k: r.get(k) for k in ("id", "timestamp", "price", "amount", "side")} for r in rows
             ]
+            # A garbled body (ccxt turns a cut JSON text into one "trade" per character) is a
+            # bad page, retried: read as "no trades there" it would skip a window.
+            _, bad = parse_trades(out)
+            if bad:
+                raise ccxt.BadResponse(f"malformed trade in the page ({bad[0][1]}): {bad[0][0]!r}")
+            return out
 
         def notify(kind: str, message: str) -> None:
             if self._notify is not None:
