@@ -4,8 +4,10 @@ ccxt.pro clients: the trades delivered aggregate to exactly ``ex.candles(...)``.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 
+import aiohttp
 import ccxt
 import ccxt.pro
 import pytest
@@ -208,3 +210,45 @@ def test_the_trades_timeframe_is_validated_and_served():
         assert bars == ex.candles("BTC/USDT", "5s")
         assert rows[:-1] == bars  # what the venue's own 5s candles say; then the forming one
         assert rows[-1][0] == ex.now_ms() // 5000 * 5000
+
+
+def test_raw_trade_streams_list_and_unsubscribe():
+    async def session(ex):
+        async with aiohttp.ClientSession() as http, http.ws_connect(ex.ws_url) as ws:
+
+            async def ask(method, params, rid):
+                await ws.send_str(json.dumps({"method": method, "params": params, "id": rid}))
+                while True:
+                    msg = json.loads((await ws.receive(timeout=WS_WAIT)).data)
+                    if msg.get("id") == rid:
+                        return msg
+
+            assert (await ask("SUBSCRIBE", ["btcusdt@trade", "btcusdt@aggTrade"], 1)) == {
+                "result": None,
+                "id": 1,
+            }
+            kinds: dict = {}
+            while not (kinds.get("trade") and kinds.get("aggTrade")):
+                msg = json.loads((await ws.receive(timeout=WS_WAIT)).data)
+                kinds.setdefault(msg["e"], []).append(msg)
+            listed = await ask("LIST_SUBSCRIPTIONS", [], 2)
+            assert sorted(listed["result"]) == ["btcusdt@aggTrade", "btcusdt@trade"]
+            await ask("UNSUBSCRIBE", ["btcusdt@aggTrade"], 3)
+            assert (await ask("LIST_SUBSCRIPTIONS", [], 4))["result"] == ["btcusdt@trade"]
+            bad = await ask("SUBSCRIBE", ["btcusdt@depth"], 5)
+            assert bad["error"]["code"] == 2
+            return kinds
+
+    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1s",), history=10) as ex:
+        kinds = asyncio.run(session(ex))
+        truth = {t["id"]: t for t in ex.trades("BTC/USDT")}
+        for msg in kinds["trade"]:
+            t = truth[str(msg["t"])]
+            assert (float(msg["p"]), float(msg["q"]), msg["T"]) == (
+                t["price"],
+                t["amount"],
+                t["timestamp"],
+            )
+            assert msg["m"] == (t["side"] == "sell")
+        for msg in kinds["aggTrade"]:
+            assert msg["a"] == msg["f"] == msg["l"] and str(msg["a"]) in truth
