@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from .timeframes import Timeframe
 
-__all__ = ["Bar", "Status", "bar_from_row", "closed_bars", "BarGate"]
+__all__ = ["BAD_ROW_KINDS", "Bar", "BadRow", "BarGate", "Status", "bar_from_row", "closed_bars"]
 
 _EPOCH = datetime(1970, 1, 1)
 
@@ -55,37 +55,76 @@ class Status:
     fatal: bool = False
 
 
-def _num(value) -> float:
+class BadRow(ValueError):
+    """A ccxt OHLCV row that is not a candle. ``kind`` says why, one of :data:`BAD_ROW_KINDS`."""
+
+    def __init__(self, kind: str, row, why: str) -> None:
+        super().__init__(f"not a candle ({kind}: {why}): {row!r}"[:300])
+        self.kind = kind
+        self.row = row
+
+
+#: Why a row is refused: ``shape`` (not a sequence of at least 5 fields), ``time`` (open time
+#: missing, not an integer number of ms, or negative), ``misaligned`` (open time not on the
+#: timeframe's grid, checked up to 1h bars: longer ones follow the venue's own day), ``price``
+#: (an open/high/low/close that is missing, not a number, not finite or <= 0), ``range``
+#: (high < low, or open/close outside low..high), ``volume`` (not a number, not finite or < 0).
+BAD_ROW_KINDS = ("shape", "time", "misaligned", "price", "range", "volume")
+
+_ALIGN_UP_TO_MS = 3_600_000
+
+
+def _price(value, name: str, row) -> float:
+    if value is None or isinstance(value, bool):
+        raise BadRow("price", row, f"{name} is {value!r}")
     try:
         out = float(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"not a number: {value!r}") from exc
-    if not math.isfinite(out):
-        raise ValueError(f"non-finite value {value!r}")
+    except (TypeError, ValueError):
+        raise BadRow("price", row, f"{name} {value!r} is not a number") from None
+    if not math.isfinite(out) or out <= 0:
+        raise BadRow("price", row, f"{name} {value!r} is not a positive finite price")
     return out
 
 
 def bar_from_row(row: Sequence, tf: Timeframe) -> Bar:
-    """Build a bar from a ccxt OHLCV row; raises ``ValueError`` for a malformed row.
+    """The one parser for a ccxt OHLCV row ``[open_ms, open, high, low, close, volume]``,
+    for every path (REST, stream, cache, download); raises :class:`BadRow` (a
+    ``ValueError``) for a row that is not a candle (see :data:`BAD_ROW_KINDS`).
 
-    A missing volume (some venues send ``None``) is taken as 0.
+    Numeric strings are accepted (venues and caches send them). A missing volume (``None``,
+    or a 5-field row: index and mark price candles have none) is taken as 0.
     """
-    if row is None or len(row) < 5:
-        raise ValueError(f"malformed OHLCV row {row!r}")
+    if row is None or isinstance(row, str | bytes) or not hasattr(row, "__len__") or len(row) < 5:
+        raise BadRow("shape", row, "expected [open_ms, open, high, low, close, volume]")
+    t = row[0]
+    if t is None or isinstance(t, bool):
+        raise BadRow("time", row, f"open time is {t!r}")
     try:
-        open_ms = int(row[0])
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"malformed OHLCV row {row!r}") from exc
-    vol = row[5] if len(row) > 5 and row[5] is not None else 0.0
-    return Bar(
-        open_ms=open_ms,
-        close_ms=tf.close_of(open_ms),
-        open=_num(row[1]),
-        high=_num(row[2]),
-        low=_num(row[3]),
-        close=_num(row[4]),
-        volume=_num(vol),
-    )
+        t_f = float(t)
+    except (TypeError, ValueError):
+        raise BadRow("time", row, f"open time {t!r} is not a number") from None
+    if not math.isfinite(t_f) or t_f != int(t_f) or t_f < 0:
+        raise BadRow("time", row, f"open time {t!r} is not a whole number of ms >= 0")
+    open_ms = int(t_f) if not isinstance(t, int) else t
+    if not tf.is_calendar and tf.ms <= _ALIGN_UP_TO_MS and open_ms % tf.ms:
+        raise BadRow("misaligned", row, f"open time {open_ms} is not on the {tf.ccxt} grid")
+    o = _price(row[1], "open", row)
+    h = _price(row[2], "high", row)
+    lo = _price(row[3], "low", row)
+    c = _price(row[4], "close", row)
+    if h < lo or not (lo <= o <= h) or not (lo <= c <= h):
+        raise BadRow("range", row, "high < low, or open/close outside low..high")
+    v = row[5] if len(row) > 5 else None
+    if v is None:
+        vol = 0.0
+    else:
+        try:
+            vol = float(v) if not isinstance(v, bool) else math.nan
+        except (TypeError, ValueError):
+            vol = math.nan
+        if not math.isfinite(vol) or vol < 0:
+            raise BadRow("volume", row, f"volume {v!r} is not a finite number >= 0")
+    return Bar(open_ms, tf.close_of(open_ms), o, h, lo, c, vol)
 
 
 def closed_bars(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 import sqlite3
 import struct
@@ -37,6 +36,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from .bars import BadRow, bar_from_row
 from .errors import ConfigurationError
 from .timeframes import Timeframe
 from .timeframes import parse as parse_tf
@@ -120,18 +120,9 @@ class _Key:
         return f"{self.exchange} {self.symbol} {self.tf}"
 
 
-def _clean_row(row: Sequence) -> tuple[int, float, float, float, float, float]:
-    try:
-        if len(row) < 5:
-            raise ValueError("short row")
-        vals = tuple(float(v) if v is not None else 0.0 for v in row[1:6])
-        if len(vals) == 4:
-            vals += (0.0,)
-        if not all(math.isfinite(v) for v in vals):
-            raise ValueError("non-finite value")
-        return (int(row[0]), *vals)  # type: ignore[return-value]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"malformed OHLCV row {row!r}: expected [open_ms, o, h, l, c, v]") from exc
+def _clean_row(row: Sequence, tf) -> tuple[int, float, float, float, float, float]:
+    """A row through the one row parser; raises :class:`~.bars.BadRow` (a ValueError)."""
+    return tuple(bar_from_row(row, tf).row())  # type: ignore[return-value]
 
 
 class HistoryCache:
@@ -236,7 +227,7 @@ class HistoryCache:
         tf = key.tf
         closed: dict[int, tuple] = {}
         for row in rows:
-            clean = _clean_row(row)
+            clean = _clean_row(row, tf)
             if tf.close_of(clean[0]) <= now_ms:
                 closed[clean[0]] = clean
         opens = sorted(closed)
@@ -508,6 +499,13 @@ class HistoryCache:
         for t, o, h, l, c, v, rcrc in rows:  # noqa: E741
             if rcrc != key.row_crc(t, o, h, l, c, v):
                 log.warning("history cache: %s row at %s fails its checksum", key, t)
+                self._repair(conn, key, sid, start, cut_at=t)
+                return out
+            try:
+                # rows written by older versions may hold a missing price as 0.0
+                bar_from_row((t, o, h, l, c, v), key.tf)
+            except BadRow as exc:
+                log.warning("history cache: %s row at %s dropped, refetched: %s", key, t, exc)
                 self._repair(conn, key, sid, start, cut_at=t)
                 return out
             out.append([t, o, h, l, c, v])

@@ -148,6 +148,7 @@ def download(
         retries=store.retries,
         backoff=Backoff(store.retry_delay, store.retry_max_delay),
         redact=store.redact,
+        stats=store.stats,
     )
     stop = stop or threading.Event()
 

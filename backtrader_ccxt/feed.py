@@ -13,20 +13,24 @@ import warnings
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import backtrader as bt
+from backtrader.linebuffer import LineBuffer
 
 from .bars import Bar, BarGate, Status, bar_from_row
 from .cache import FeedCacheLink, HistoryCache, cache_key
 from .errors import CapabilityError, ConfigurationError, ConfigurationWarning, unknown_keywords
 from .live import tradepolling
 from .live.polling import PollingSource
+from .progress import BackfillReport
 from .rest import RestTarget
 from .retry import Backoff
 from .spec import FeedSpec, VenueParams
+from .sync import Turns, turns_for
 from .timeframes import parse as parse_tf
 from .timeframes import to_backtrader
+from .tz import resolve_tz, to_utc_ms
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +50,6 @@ _PRIOR_FEED_PARAMS = {
     "currency": "the prior plugins' broker currency: there is no broker here, drop it",
     "symbol": "write dataname='BTC/USDT'",
 }
-
-
-def _to_ms(dt: datetime) -> int:
-    """A datetime as epoch ms; naive datetimes are UTC (backtrader's live convention)."""
-    if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
-    return int((dt - _EPOCH) / timedelta(milliseconds=1))
 
 
 def _is_int(v) -> bool:
@@ -174,6 +171,11 @@ class CCXTFeed(bt.feed.DataBase):
         self.mode = "polling"
         self._cache_link: FeedCacheLink | None = None
         self._cached: deque[Bar] = deque()
+        self._ahead: Bar | None = None  # the next bar, held until its turn (sync.py)
+        self._ahead_fresh = False  # not from the cache: to be written back to it
+        self._members: list[CCXTFeed] | None = None
+        self._master = None
+        self._report: BackfillReport | None = None
 
     # -- backtrader hooks ------------------------------------------------------------------
 
@@ -181,7 +183,15 @@ class CCXTFeed(bt.feed.DataBase):
         return not self.p.historical
 
     def haslivedata(self) -> bool:
-        return bool(self._source is not None and self._source.pending())
+        return self._ahead is not None or bool(self._source is not None and self._source.pending())
+
+    def _gettz(self):
+        # backtrader shows bar times in tz and reads naive fromdate/todate in it; its own
+        # tzparse needs pytz for a name and fails on zoneinfo (no .localize)
+        return resolve_tz(self.p.tz)
+
+    def _gettzinput(self):
+        return None  # the lines are UTC: nothing to reinterpret on input
 
     def _timeoffset(self) -> timedelta:
         # The resampler closes a bar by wall clock when _load returns None. Look at the clock
@@ -196,6 +206,9 @@ class CCXTFeed(bt.feed.DataBase):
         super().start()
         self._ended = False
         self._gate = BarGate()
+        self._ahead = None
+        self._members = None
+        self._first_since: int | None = None  # the window's start, before the cache moves it
         self._check_params()
         store = self._store
         store.start(data=self)
@@ -206,6 +219,7 @@ class CCXTFeed(bt.feed.DataBase):
         except BaseException:
             store.stop(data=self)
             raise
+        self._report = self._make_report()
         self.put_notification(self.DELAYED)
         self._source.start()
 
@@ -225,35 +239,107 @@ class CCXTFeed(bt.feed.DataBase):
             self.put_notification(self.DISCONNECTED)
         super().stop()
 
+    def qbuffer(self, savemem=0, replaying=False):
+        # exactbars >= 1: a turn in which this feed has no bar (load() moves forward, then
+        # back) must leave its last bar in place, or the strategy's clock reads an empty
+        # buffer while a sibling delivers: keep one slot extra, as backtrader does for
+        # resampled and replayed data
+        super().qbuffer(savemem=savemem, replaying=True)
+
+    def next(self, datamaster=None, ticks=True):
+        # cerebro calls next() once per data and loop turn, then again with a master for the
+        # datas that did not deliver: the one place a feed learns that a new turn began
+        turns = self._turns()
+        if turns is not None and datamaster is None:
+            turns.enter(self, self._members)
+        self._master = datamaster
+        try:
+            return super().next(datamaster=datamaster, ticks=ticks)
+        finally:
+            self._master = None
+
     def _load(self):
-        if self._ended or self._source is None:
+        if self._source is None:
             return False
-        if self._cached:
-            bar = self._cached.popleft()
-            if self._gate.admit(bar):
-                self._fill(bar)
-                return True
-        timeout = None if self.p.historical else self._qcheck
-        while True:
-            item = self._source.get(timeout)
-            if item is None:
-                if self._source.done:
-                    self._end()
-                    return False
-                return None
-            if isinstance(item, Status):
-                self._on_status(item)
-                if self._ended:
-                    return False
-                continue
-            if not self._ticks and not self._gate.admit(item):
-                continue  # ticks share milliseconds: their source gates them by trade id
-            if self._cache_link is not None:
-                self._cache_link.add(item.row(), self._store.clock.now_ms())
-            self._fill(item)
-            return True
+        turns = self._turns()
+        if self._ahead is None and not self._ended:
+            timeout = None if self.p.historical else self._qcheck
+            if timeout is not None and turns is not None and turns.turn_ms is not None:
+                timeout = 0  # this turn's time is set: a bar arriving now is not for it
+            self._pull(timeout)
+        bar = self._ahead
+        if bar is None:
+            if self._ended:
+                return False
+            if self._source.done:
+                self._end()
+                return False
+            return None
+        if turns is not None and not self._may_deliver(turns, bar):
+            self._store.stats["sync_held"] += 1
+            return None
+        self._ahead = None
+        if self._ahead_fresh and self._cache_link is not None:
+            self._cache_link.add(bar.row(), self._store.clock.now_ms())
+        if self._report is not None and not self._report.finished:
+            self._report.bar(bar.close_ms)
+        self._fill(bar)
+        return True
+
+    def sync_peek(self) -> int | None:
+        """The close time (ms) of the bar this feed holds for its turn, after refreshing
+        the look-ahead without waiting (see :mod:`.sync`); None if it holds none."""
+        if self._ahead is None and not self._ended and self._source is not None:
+            self._pull(None if self.p.historical else 0)
+        return None if self._ahead is None else self._ahead.close_ms
 
     # -- internals -------------------------------------------------------------------------
+
+    def _pull(self, timeout: float | None) -> None:
+        """Fill the look-ahead: the cache first, then the source, handling statuses that
+        come before the next bar (those after it stay queued, in order)."""
+        while self._ahead is None and not self._ended:
+            if self._cached:
+                bar = self._cached.popleft()
+                if self._gate.admit(bar):
+                    self._ahead, self._ahead_fresh = bar, False
+                continue
+            item = self._source.get(timeout)
+            if item is None:
+                return
+            if isinstance(item, Status):
+                self._on_status(item)
+            elif self._ticks or self._gate.admit(item):
+                # ticks share milliseconds: their source gates them by trade id
+                self._ahead, self._ahead_fresh = item, True
+
+    def _turns(self) -> Turns | None:
+        """The cerebro's turn state if this feed must keep in step with others: several
+        CCXT feeds and a bounded buffer (exactbars >= 1) that cannot be rewound."""
+        if self._members is None:
+            env = getattr(self, "_env", None)
+            datas = getattr(env, "datas", None) or []
+            self._members = [d for d in datas if isinstance(d, CCXTFeed) and not d._filtered()]
+        if (
+            len(self._members) < 2
+            or self._filtered()
+            or self.lines.datetime.mode != LineBuffer.QBuffer
+        ):
+            return None
+        return turns_for(self._env)
+
+    def _filtered(self) -> bool:
+        # a resampled or replayed feed delivers what its filter makes of our bars, at times
+        # of its own: holding its input bars back would only starve the filter
+        return bool(self.resampling or self.replaying)
+
+    def _may_deliver(self, turns: Turns, bar: Bar) -> bool:
+        master = self._master
+        # a master that is not one of ours (a CSV, another package's feed) sets its own time:
+        # backtrader would rewind us if we went past it
+        if master is not None and bt.date2num(bar.dt) > master.lines.datetime[0]:
+            return False
+        return turns.admit(bar.close_ms)
 
     def _fill(self, bar: Bar) -> None:
         lines = self.lines
@@ -285,11 +371,15 @@ class CCXTFeed(bt.feed.DataBase):
         if status.code == "DISCONNECTED" or status.fatal:
             self._end(status)
             return
+        if status.code == "LIVE" and self._report is not None:
+            self._report.done()
         if status.code == "LIVE" and self._cache_link is not None:
             self._cache_link.flush(self._store.clock.now_ms())
         self.put_notification(getattr(self, status.code), status.message)
 
     def _end(self, status: Status | None = None) -> None:
+        if self._report is not None and not (status and status.fatal):
+            self._report.done()  # a historical feed's whole run is its backfill
         self._ended = True
         msg = status.message if status else ""
         self.put_notification(self.DISCONNECTED, msg)
@@ -391,13 +481,24 @@ class CCXTFeed(bt.feed.DataBase):
             )
             log.warning("%s", msg)
             warnings.warn(msg, ConfigurationWarning, stacklevel=2)
+        resolve_tz(p.tz)  # raises ConfigurationError naming the bad value
+        if p.tzinput is not None:
+            raise ConfigurationError(
+                f"tzinput={p.tzinput!r} is not supported: exchange candles are UTC; valid "
+                "choices: None (use tz= to show bars and read fromdate/todate in a zone)"
+            )
         if p.use_websocket and not self._store.has("watchOHLCV", websocket=True):
             raise CapabilityError(
                 f"exchange {self._store.exchange_id!r} has no WebSocket OHLCV (ccxt.pro "
                 "watchOHLCV); valid choices: use_websocket=False (REST polling, the default) "
                 "or use_threaded_data=True"
             )
-        if p.fromdate is not None and p.todate is not None and p.fromdate > p.todate:
+        tz = resolve_tz(p.tz)
+        if (
+            p.fromdate is not None
+            and p.todate is not None
+            and to_utc_ms(p.fromdate, tz) > to_utc_ms(p.todate, tz)
+        ):
             raise ConfigurationError(
                 f"fromdate {p.fromdate} is after todate {p.todate}; valid choices: "
                 "fromdate <= todate"
@@ -422,13 +523,16 @@ class CCXTFeed(bt.feed.DataBase):
         p = self.p
         store = self._store
         limit = min(p.ohlcv_limit or store.max_page(symbol) or _DEFAULT_PAGE, 1000)
-        since = _to_ms(p.fromdate) if p.fromdate is not None and p.backfill_start else None
+        tz = resolve_tz(p.tz)
+        since = None
+        if p.fromdate is not None and p.backfill_start:
+            since = to_utc_ms(p.fromdate, tz)
         return tradepolling.TradeSpec(
             symbol=symbol,
             since_ms=since,
             page_limit=limit,
             paging=tradepolling.paging_for(store.exchange_id),
-            until_ms=None if p.todate is None else _to_ms(p.todate) + 1,
+            until_ms=None if p.todate is None else to_utc_ms(p.todate, tz) + 1,
             historical=bool(p.historical),
             backfill_trades=p.backfill_bars if p.backfill_start else 0,
             poll_interval_ms=int(1000 * (p.poll_grace if p.poll_grace is not None else 1.0)),
@@ -442,7 +546,8 @@ class CCXTFeed(bt.feed.DataBase):
         store = self._store
         symbol = store.check_symbol(p.dataname)
         now = store.clock.now_ms()
-        if p.fromdate is not None and _to_ms(p.fromdate) > now:
+        tz = resolve_tz(p.tz)  # naive fromdate/todate are read in tz, as backtrader filters
+        if p.fromdate is not None and to_utc_ms(p.fromdate, tz) > now:
             raise ConfigurationError(
                 f"fromdate {p.fromdate} is in the future (exchange time now "
                 f"{_EPOCH + timedelta(milliseconds=now)} UTC); valid choices: a past datetime "
@@ -457,12 +562,12 @@ class CCXTFeed(bt.feed.DataBase):
         if not p.backfill_start:
             since = forming
         elif p.fromdate is not None:
-            since = tf.open_of(_to_ms(p.fromdate))  # the candle that closes at fromdate
+            since = tf.open_of(to_utc_ms(p.fromdate, tz))  # the candle closing at fromdate
         else:
             since = forming - p.backfill_bars * tf.ms
         until = None
         if p.todate is not None:
-            until = tf.open_of(_to_ms(p.todate)) + 1  # up to the candle closing at todate
+            until = tf.open_of(to_utc_ms(p.todate, tz)) + 1  # up to the one closing at todate
         grace = p.poll_grace if p.poll_grace is not None else min(1.0, tf.ms / 4000)
         stall = p.ws_stall_timeout
         if stall is None:
@@ -487,6 +592,20 @@ class CCXTFeed(bt.feed.DataBase):
             ohlcv_params=VenueParams(p.fetch_ohlcv_params),
         )
 
+    def _make_report(self) -> BackfillReport | None:
+        spec = self.spec
+        if not self.p.backfill_start or self._ticks:  # no progress report for ticks yet
+            return None
+        now = self._store.clock.now_ms()
+        end = now if spec.until_ms is None else min(now, spec.until_ms)
+        first = spec.since_ms if self._first_since is None else self._first_since
+        if self.p.fromdate is None and not self.p.historical:
+            asked, exact = self.p.backfill_bars, True  # a count the user gave
+        else:  # a window: venues may omit candles without trades
+            asked = 0 if spec.tf.is_calendar else max(0, (end - first) // spec.tf.ms)
+            exact = False
+        return BackfillReport(self._label(), first, end, asked, exact)
+
     def _use_cache(self) -> None:
         """Serve cached history first and fetch only from where the cache ends."""
         cache = self.p.cache
@@ -499,6 +618,7 @@ class CCXTFeed(bt.feed.DataBase):
                 f"cache must be a HistoryCache or a path, got {type(cache).__name__}"
             )
         spec = self.spec
+        self._first_since = spec.since_ms
         link = FeedCacheLink(cache, cache_key(self._store), spec.symbol, spec.tf.ccxt)
         rows, resume = link.cached(spec.since_ms, spec.until_ms)
         self._cached = deque(bar_from_row(r, spec.tf) for r in rows)
@@ -536,5 +656,6 @@ class CCXTFeed(bt.feed.DataBase):
             params=dict(spec.ohlcv_params),
             notify=store.notify,
             give_up_is_fatal=spec.historical,
+            stats=store.stats,
         )
         return PollingSource(store.exchange, spec, store.clock, target)

@@ -33,8 +33,11 @@ class Paginator:
     - a forming candle ends the walk: everything after it is not closed yet;
     - an empty page ends the walk when its window reaches the present, otherwise the window
       is skipped (a venue with no candles there, e.g. before the listing);
-    - ``drop_newest``: the newest row of a page that reaches the present is not trusted even
-      if its close time has passed (for venues whose REST lags in finalising a candle).
+    - ``drop_newest``: the newest closed row of a page is not trusted while its close is less
+      than ``newest_grace_ms`` before the request time (for venues whose REST keeps changing a
+      candle for a moment after its close); it ends the walk and is asked for again. Default
+      grace: a quarter bar, at most 1 s (the feed passes its ``poll_grace``, so a poll due at
+      close + grace trusts the candle it polls for: one request per bar, no bar late).
     """
 
     def __init__(
@@ -44,6 +47,7 @@ class Paginator:
         page_limit: int,
         until_ms: int | None = None,
         drop_newest: bool = False,
+        newest_grace_ms: int | None = None,
     ) -> None:
         if page_limit < 1:
             raise ValueError(f"page_limit must be >= 1, got {page_limit}")
@@ -52,6 +56,9 @@ class Paginator:
         self.page_limit = page_limit
         self.until_ms = until_ms
         self.drop_newest = drop_newest
+        if newest_grace_ms is None:
+            newest_grace_ms = min(1000, tf.ms // 4)
+        self.newest_grace_ms = max(0, int(newest_grace_ms))
         self.done = False
         self.pages = 0
 
@@ -85,7 +92,7 @@ class Paginator:
             return []
         bars = closed_bars(fresh, self.tf, now_ms)
         newest = max(int(r[0]) for r in fresh)
-        if self.drop_newest and bars and self.tf.close_of(bars[-1].close_ms) > now_ms:
+        if self.drop_newest and bars and now_ms - bars[-1].close_ms < self.newest_grace_ms:
             bars.pop()
         if beyond_until or len(bars) < len({int(r[0]) for r in fresh}):
             # past todate, or a row was held back (forming or untrusted): the walk ends here

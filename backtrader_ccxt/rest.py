@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -23,7 +23,7 @@ from typing import TypeVar
 import ccxt
 
 from . import departures
-from .bars import Bar
+from .bars import BadRow, Bar, bar_from_row
 from .errors import (
     BOUNDED_RETRIES,
     ExchangeRequestError,
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 __all__ = [
+    "BadRows",
     "RestTarget",
     "Stopped",
     "call_with_retry",
@@ -55,6 +56,20 @@ __all__ = [
 
 class Stopped(Exception):
     """The owner asked us to stop while waiting to retry."""
+
+
+class BadRows(ccxt.BadResponse):
+    """A page holding rows that are not candles (:class:`~.bars.BadRow`).
+
+    Retryable like any bad response: the venue may serve the page right the next time. When
+    the retries are spent the request fails as usual (the feed reports CONNBROKEN and tries
+    again later); a row that is not a candle is never delivered, and never skipped over.
+    """
+
+    def __init__(self, bad: list[BadRow]) -> None:
+        kinds = sorted({b.kind for b in bad})
+        super().__init__(f"{len(bad)} row(s) not candles ({', '.join(kinds)}): {bad[0]}")
+        self.bad = bad
 
 
 @dataclass
@@ -73,6 +88,10 @@ class RestTarget:
     give_up_is_fatal: bool = False
     #: a fetch was given up (retries spent) and no fetch has succeeded since
     broken: bool = False
+    #: where rows refused by the parser are counted (``stats['bad_rows']`` and
+    #: ``stats['bad_rows_<kind>']``): the store's ``stats``
+    stats: Counter | None = None
+    reported: set = field(default_factory=set)  # kinds already logged for this target
 
     def context(self, since_ms: int) -> str:
         return f"fetch_ohlcv({self.symbol!r}, {self.tf.ccxt!r}, since={since_ms})"
@@ -94,6 +113,22 @@ class RestTarget:
         elif not self.broken:
             self.broken = True
             self._notify(CONNECTION_LOST, str(err))
+
+    def note_bad(self, bad: list[BadRow]) -> None:
+        """Count refused rows; log the first of each kind once for this target."""
+        for err in bad:
+            if self.stats is not None:
+                self.stats["bad_rows"] += 1
+                self.stats[f"bad_rows_{err.kind}"] += 1
+            if err.kind not in self.reported:
+                self.reported.add(err.kind)
+                log.warning(
+                    "%s %s: the venue sent a row that is not a candle, refetching the page "
+                    "(further rows of this kind are counted in stats['bad_rows']): %s",
+                    self.symbol,
+                    self.tf.ccxt,
+                    self.redact(str(err)),
+                )
 
 
 def _retry_delay(
@@ -202,7 +237,8 @@ def fetch_page(
         return _copy(
             exchange.fetch_ohlcv(
                 target.symbol, target.tf.ccxt, since_ms, limit, dict(target.params)
-            )
+            ),
+            target,
         )
 
     try:
@@ -234,7 +270,8 @@ async def fetch_page_async(
         return _copy(
             await exchange.fetch_ohlcv(
                 target.symbol, target.tf.ccxt, since_ms, limit, dict(target.params)
-            )
+            ),
+            target,
         )
 
     try:
@@ -278,19 +315,19 @@ async def walk_async(exchange, target: RestTarget, pager: Paginator, now_ms) -> 
     return out
 
 
-def _copy(rows) -> list:
-    """Detach rows from ccxt's structures and check their shape; a bad page is retryable."""
+def _copy(rows, target: RestTarget) -> list:
+    """Detach rows from ccxt's structures through the one row parser (:func:`~.bars.
+    bar_from_row`); a page with a row that is not a candle raises :class:`BadRows`."""
     if not isinstance(rows, list):
         raise ccxt.BadResponse(f"expected a list of OHLCV rows, got {type(rows).__name__}")
     out = []
+    bad: list[BadRow] = []
     for row in rows:
         try:
-            if len(row) < 5:
-                raise ValueError("short row")
-            vals = [float(v) if v is not None else 0.0 for v in row[1:6]]
-            if not all(math.isfinite(v) for v in vals):
-                raise ValueError("non-finite value")
-            out.append([int(row[0]), *vals])
-        except (TypeError, ValueError) as exc:
-            raise ccxt.BadResponse(f"malformed OHLCV row {row!r}") from exc
+            out.append(bar_from_row(row, target.tf).row())
+        except BadRow as exc:
+            bad.append(exc)
+    if bad:
+        target.note_bad(bad)
+        raise BadRows(bad)
     return out

@@ -189,32 +189,20 @@ def native_ids(prefix: str) -> list[int]:
 
 
 class Emissions:
-    """Records when the local exchange's server writes each FINAL kline frame (``x: true``):
-    ``times[(symbol, open_ms)] = time.time()`` at the first send of that candle's final.
-
-    Bench-side instrumentation: it wraps the private ``_send_kline`` of the running exchange's
-    stream hub (the local exchange has no emission hook yet). The successor
-    candle's first partial, which is what lets a ccxt.pro client know the candle closed
-    (ccxt drops Binance's ``x`` flag), is written in the same timer tick right after it.
-    """
+    """Records when the local exchange's server writes each FINAL candle frame (Binance
+    ``x: true``, OKX/Bybit ``confirm``): ``times[(symbol, open_ms)] = time.time()`` at the
+    first write of that candle's final to any connection, through the exchange's public
+    frame hook (``LocalExchange.add_frame_listener``)."""
 
     def __init__(self, ex) -> None:
         self.times: dict[tuple[str, int], float] = {}
-        server = ex._server
-        if server is None:
-            raise RuntimeError("start the LocalExchange first")
-        hub = getattr(server, "streams", server)  # the WebSocket side of the server
-        orig = hub._send_kline
         times = self.times
 
-        def send_kline(conn, symbol, interval, tf, k, text, now):
-            if '"x":true' in text:
-                key = (symbol, tf.open_of(k))
-                if key not in times:
-                    times[key] = time.time()
-            return orig(conn, symbol, interval, tf, k, text, now)
+        def on_frame(frame) -> None:
+            if frame.final and frame.kind == "update":
+                times.setdefault((frame.symbol, frame.open_ms), frame.sent_at)
 
-        hub._send_kline = send_kline
+        ex.add_frame_listener(on_frame)
 
 
 def binance_config(ex, **extra) -> dict:

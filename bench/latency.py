@@ -1,12 +1,13 @@
 """Close-to-strategy latency per live mode, 1s bars, against the local exchange.
 
-    python bench/latency.py [--quick] [--bars N] [--what-if] [--no-plot]
+    python bench/latency.py [--quick] [--bars N] [--protocol binance|okx|bybit|all]
+                            [--what-if] [--no-plot]
 
 For each mode (polling, threaded, websocket) one cerebro runs a probe strategy on BTC/USDT
 1s bars and stamps each live bar with time.time() when next() sees it. The latency of a bar:
 
-* websocket: from the moment the local exchange writes the candle's final kline frame
-  (server-side stamp, see benchlib.Emissions) to next();
+* websocket: from the moment the local exchange writes the candle's final frame (server-side
+  stamp, see benchlib.Emissions; Binance ``k.x``, OKX and Bybit ``confirm``) to next();
 * polling / threaded: from the candle's close time (open + 1 s) to next(); these modes ask
   for the bar over REST ``poll_grace`` after the close (default: a quarter bar, 250 ms), so
   their figures are that grace plus the rest.
@@ -53,7 +54,7 @@ TARGET_P99_MS = 10.0
 
 def run_mode(ex, feed_kwargs: dict, config: dict, live_bars: int) -> list:
     """Run one cerebro; return [(open_ms, t_seen)] of its live bars after the warm-up."""
-    store = CCXTStore("binance", config={**ex.ccxt_config(), **config})
+    store = CCXTStore(ex.protocol, config={**ex.ccxt_config(), **config})
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(
         store.getdata(dataname=SYMBOL, name="d", timeframe="1s", backfill_bars=5, **feed_kwargs)
@@ -70,6 +71,12 @@ def main(argv=None) -> int:
     ap.add_argument("--bars", type=int, help="live bars measured per mode (default 120)")
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument(
+        "--protocol",
+        default="binance",
+        choices=("binance", "okx", "bybit", "all"),
+        help="the local exchange's protocol (all: each in turn, WebSocket mode only)",
+    )
+    ap.add_argument(
         "--what-if",
         action="store_true",
         help="also run threaded polling with ccxt's rollingWindow rate limiter (half the bars)",
@@ -83,34 +90,16 @@ def main(argv=None) -> int:
     print(f"latency: {bars} live 1s bars per mode, {SYMBOL}, default poll_grace (250 ms)")
 
     results: dict[str, dict] = {}
-    with LocalExchange(symbols=(SYMBOL,), timeframes=("1s",), history=600) as ex:
-        emitted = bl.Emissions(ex).times
-        floor = bl.Floor(ex.ccxt_config(), [SYMBOL])
-        floor.start()
-        if not floor.ready.wait(15):
-            print("the floor never connected", file=sys.stderr)
-            return 1
-        try:
-            for mode, (kwargs, config, n) in runs.items():
-                seen = run_mode(ex, kwargs, config, n)
-                r = {k: [] for k in ("latency", "frame", "watch", "paired", "timer")}
-                for open_ms, t_seen in seen:
-                    t_emit = emitted.get((SYMBOL, open_ms))
-                    close_s = (open_ms + 1000) / 1000
-                    ref = t_emit if mode.startswith("websocket") else close_s
-                    t_frame = floor.finals.get((SYMBOL, open_ms))
-                    t_watch = floor.closed.get((SYMBOL, open_ms))
-                    if ref is None or t_emit is None or t_frame is None or t_watch is None:
-                        continue  # a candle the floor did not see whole: not comparable
-                    r["latency"].append((t_seen - ref) * 1000)
-                    r["frame"].append((t_frame - t_emit) * 1000)
-                    r["watch"].append((t_watch - t_emit) * 1000)
-                    r["paired"].append(r["latency"][-1] - r["frame"][-1])
-                    r["timer"].append((t_emit - close_s) * 1000)
-                results[mode] = r
-                print(f"  {mode}: {len(r['latency'])} bars measured")
-        finally:
-            floor.stop()
+    protocols = ("binance", "okx", "bybit") if args.protocol == "all" else (args.protocol,)
+    for protocol in protocols:
+        if args.protocol == "all":
+            proto_runs = {f"websocket/{protocol}": runs["websocket"]}
+        else:
+            proto_runs = {f"{m}/{protocol}" if protocol != "binance" else m: v
+                          for m, v in runs.items()}  # fmt: skip
+        code = _run_protocol(protocol, proto_runs, results)
+        if code:
+            return code
 
     frame_all = [x for r in results.values() for x in r["frame"]]
     watch_all = [x for r in results.values() for x in r["watch"]]
@@ -160,6 +149,38 @@ def main(argv=None) -> int:
     )
     if not args.no_plot:
         plot(results, quick=args.quick)
+    return 0
+
+
+def _run_protocol(protocol: str, runs: dict, results: dict) -> int:
+    with LocalExchange(symbols=(SYMBOL,), timeframes=("1s",), history=600, protocol=protocol) as ex:
+        emitted = bl.Emissions(ex).times
+        floor = bl.Floor(ex.ccxt_config(), [SYMBOL], exchange_id=protocol)
+        floor.start()
+        if not floor.ready.wait(15):
+            print("the floor never connected", file=sys.stderr)
+            return 1
+        try:
+            for mode, (kwargs, config, n) in runs.items():
+                seen = run_mode(ex, kwargs, config, n)
+                r = {k: [] for k in ("latency", "frame", "watch", "paired", "timer")}
+                for open_ms, t_seen in seen:
+                    t_emit = emitted.get((SYMBOL, open_ms))
+                    close_s = (open_ms + 1000) / 1000
+                    ref = t_emit if mode.startswith("websocket") else close_s
+                    t_frame = floor.finals.get((SYMBOL, open_ms))
+                    t_watch = floor.closed.get((SYMBOL, open_ms))
+                    if ref is None or t_emit is None or t_frame is None or t_watch is None:
+                        continue  # a candle the floor did not see whole: not comparable
+                    r["latency"].append((t_seen - ref) * 1000)
+                    r["frame"].append((t_frame - t_emit) * 1000)
+                    r["watch"].append((t_watch - t_emit) * 1000)
+                    r["paired"].append(r["latency"][-1] - r["frame"][-1])
+                    r["timer"].append((t_emit - close_s) * 1000)
+                results[mode] = r
+                print(f"  {mode}: {len(r['latency'])} bars measured")
+        finally:
+            floor.stop()
     return 0
 
 

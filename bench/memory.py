@@ -9,17 +9,24 @@ at 10%, 50% and 100% of the bars; the target is flat (what is held must not grow
 number of bars). Floor, same run: a feed generating the same number of bars on the fly
 (nothing stored) into the same cerebro and strategy: backtrader's own growth.
 
-Live phase (full run, or --live-seconds): 50 WebSocket feeds on one store, 1s bars, for S
-seconds, RSS sampled every second; reported at 10%, 50%, 100% of the phase. backtrader's
-exactbars=1 sometimes crashes with several live feeds (IndexError in Strategy._clk_update);
-the script reports such a crash, keeps the samples taken and retries a phase that died early.
+Live phase (full run, or --live-seconds): 50 WebSocket feeds on one store (``--live-mode``,
+``--live-symbols``), 1s bars, for S seconds, RSS sampled every second; reported at 10%, 50%,
+100% of the phase. ``--out-of-step`` keeps the feeds drifting apart meanwhile (a missing
+final for one symbol, or a REST 429, every 2 s), so that the feeds' synchroniser
+(``backtrader_ccxt/sync.py``: one bar of look-ahead per feed) is exercised all along; the
+number of bars it held back for a later turn is reported (``store.stats['sync_held']``).
+Before it existed, exactbars=1 with several live feeds crashed (IndexError in
+Strategy._clk_update); the script still reports such a crash, keeps the samples taken and
+retries a phase that died early.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import random
 import sys
+import threading
 import time
 from datetime import datetime, timedelta
 
@@ -148,19 +155,60 @@ def _run(cerebro, n: int) -> dict:
     return {"before": before, "samples": strat.samples, "wall": wall, "bars": strat.count}
 
 
-def live(ex, seconds: float, attempts: int = 3) -> dict:
+MODES = {
+    "websocket": {"use_websocket": True},
+    "threaded": {"use_threaded_data": True},
+    "polling": {},
+}
+
+
+class Drifter(threading.Thread):
+    """Every 2 s, one fault that puts one feed behind the others."""
+
+    def __init__(self, ex, syms: list[str], mode: str) -> None:
+        super().__init__(daemon=True)
+        self.ex, self.syms, self.mode = ex, syms, mode
+        self.stop_event = threading.Event()
+        self.applied = 0
+
+    def run(self) -> None:
+        rng = random.Random(1)
+        while not self.stop_event.wait(2.0):
+            if self.mode == "websocket":
+                self.ex.faults.skip_final(count=1, symbol=rng.choice(self.syms))
+            else:
+                self.ex.faults.rest_errors("429", count=1, retry_after=0.3)
+            self.applied += 1
+
+
+def live(
+    ex,
+    seconds: float,
+    attempts: int = 3,
+    mode: str = "websocket",
+    symbols: int = LIVE_SYMBOLS,
+    out_of_step: bool = False,
+) -> dict:
     """The live phase. backtrader's exactbars=1 can crash with several live feeds (IndexError
     in Strategy._clk_update when cerebro rewinds a data whose buffer holds one bar); a crash
     is reported, its samples kept, and the phase retried while it lasted under a third of S."""
     syms = ["BTC/USDT", "ETH/USDT"] + [f"S{i:03d}/USDT" for i in range(1, LIVE_SYMBOLS - 1)]
+    syms = syms[:symbols]
     crashes: list[float] = []
+    drifter = None
     for _ in range(attempts):
-        store = CCXTStore("binance", config=ex.ccxt_config())
+        store = CCXTStore("binance", config=ex.ccxt_config(), retries=1, retry_delay=0.05)
         cerebro = bt.Cerebro(stdstats=False, exactbars=1)
         for s in syms:
             cerebro.adddata(
                 store.getdata(
-                    dataname=s, name=s, timeframe="1s", backfill_bars=5, use_websocket=True
+                    dataname=s,
+                    name=s,
+                    timeframe="1s",
+                    backfill_bars=5,
+                    poll_grace=0.2,
+                    ws_reconnect_delay=0.3,
+                    **MODES[mode],
                 )
             )
         samples: list = []
@@ -168,6 +216,9 @@ def live(ex, seconds: float, attempts: int = 3) -> dict:
         cerebro.addstrategy(Sampler, every_s=1.0, deadline=t0 + seconds, samples=samples)
         gc.collect()
         before = bl.rss_mb()
+        if out_of_step:
+            drifter = Drifter(ex, syms, mode)
+            drifter.start()
         try:
             cerebro.run()
         except IndexError as exc:
@@ -177,9 +228,17 @@ def live(ex, seconds: float, attempts: int = 3) -> dict:
             if crashes[-1] >= seconds / 3:
                 break
             continue
+        finally:
+            if drifter is not None:
+                drifter.stop_event.set()
+                drifter.join()
+                ex.faults.clear()
         break
     bars = samples[-1][0] if samples else 0
     return {
+        "mode": mode,
+        "faults": drifter.applied if drifter else 0,
+        "sync_held": store.stats.get("sync_held", 0),
         "before": before,
         "samples": samples,
         "bars": bars,
@@ -195,6 +254,11 @@ def main(argv=None) -> int:
     ap.add_argument("--bars", type=int, help="historical bars (default 1,000,000)")
     ap.add_argument("--live-seconds", type=float, help="live phase length (default 180; 0: none)")
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--live-mode", choices=list(MODES), default="websocket")
+    ap.add_argument("--live-symbols", type=int, default=LIVE_SYMBOLS)
+    ap.add_argument(
+        "--out-of-step", action="store_true", help="a fault every 2 s puts one feed behind"
+    )
     args = ap.parse_args(argv)
     n = args.bars or (100_000 if args.quick else 1_000_000)
     live_s = args.live_seconds if args.live_seconds is not None else (0 if args.quick else 180)
@@ -208,11 +272,22 @@ def main(argv=None) -> int:
         print(f"  floor: {n:,} generated bars in {fl['wall']:.0f} s")
         hist = historical(ex, n)
         print(f"  backtrader-ccxt: {n:,} bars in {hist['wall']:.0f} s")
-        lv = live(ex, live_s) if live_s > 0 else None
+        lv = (
+            live(
+                ex,
+                live_s,
+                mode=args.live_mode,
+                symbols=args.live_symbols,
+                out_of_step=args.out_of_step,
+            )
+            if live_s > 0
+            else None
+        )
         if lv:
             print(
-                f"  live: {lv['bars']:,} bars from {lv['symbols']} WebSocket feeds in "
-                f"{lv['seconds']:.0f} s"
+                f"  live: {lv['bars']:,} bars from {lv['symbols']} {lv['mode']} feeds in "
+                f"{lv['seconds']:.0f} s; {lv['faults']} faults, {lv['sync_held']} bars held "
+                "for a later turn"
             )
 
     rows = []
@@ -228,12 +303,14 @@ def main(argv=None) -> int:
         r10, r50, r100 = at_fractions(lv["samples"], key=1)
         per = (r100 - r10) / (lv["bars"] / 1e5) if lv["bars"] else float("nan")
         rows.append(
-            [f"backtrader-ccxt live, {lv['symbols']} WS feeds", f"{lv['bars']:,}", lv["before"],
+            [f"backtrader-ccxt live, {lv['symbols']} {lv['mode']} feeds", f"{lv['bars']:,}",
+             lv["before"],
              r10, r50, r100, r100 - r10, per]
         )  # fmt: skip
         results["live"] = {"before": lv["before"], "rss10": r10, "rss50": r50, "rss100": r100,
                            "bars": lv["bars"], "samples": lv["samples"],
-                           "crashes_after_s": lv["crashes"]}  # fmt: skip
+                           "crashes_after_s": lv["crashes"], "mode": lv["mode"],
+                           "faults": lv["faults"], "sync_held": lv["sync_held"]}  # fmt: skip
     print()
     bl.table(
         ["run", "bars", "RSS before", "RSS 10%", "RSS 50%", "RSS 100%", "10%->100%",

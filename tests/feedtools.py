@@ -111,3 +111,14 @@ def expected_for(ex, symbol: str, timeframe: str, recorded: list[tuple]) -> list
     first_open = to_ms(recorded[0][0]) - tf.ms
     last_open = to_ms(recorded[-1][0]) - tf.ms
     return truth(ex, symbol, timeframe, first_open, last_open + 1)
+
+
+#: every protocol the local exchange speaks (the live tests run on each)
+PROTOCOLS = ("binance", "okx", "bybit")
+
+#: the REST path of recent candles, per protocol (for path-bound REST faults)
+CANDLES_PATH = {
+    "binance": "/api/v3/klines",
+    "okx": "/api/v5/market/candles",
+    "bybit": "/v5/market/kline",
+}

@@ -4,7 +4,8 @@ REST history.
 
 Short version: tests/test_soak.py (CI). Long version, from the repository root::
 
-    python tests/soak.py --bars 600 --symbols 6 --seed 1
+    python tests/soak.py --bars 600 --symbols 6 --seed 1 [--mode polling|threaded|websocket]
+                         [--protocol binance|okx|bybit]
 
 prints bars delivered / missing / duplicated / wrong, faults injected by kind, reconnects,
 stalls, REST fills and the max close-to-delivery lag.
@@ -30,12 +31,17 @@ from feedtools import Recorder, to_ms  # noqa: E402
 from backtrader_ccxt import CCXTStore  # noqa: E402
 from backtrader_ccxt.localexchange import LocalExchange  # noqa: E402
 
-# kind -> weight in the random schedule
-# backtrader's exactbars for the soak's cerebro. Several live feeds cannot run with
-# exactbars=1 (backtrader rewinds a feed that is ahead, which a one-bar buffer cannot do;
-# docs/unattended.md): set 1 here to reproduce that IndexError.
-EXACTBARS = 0
+# backtrader's exactbars for the soak's cerebro: 1 (flat memory), what long live runs use;
+# the feeds keep in step so that backtrader never rewinds one (backtrader_ccxt/sync.py)
+EXACTBARS = 1
 
+MODES = {
+    "websocket": {"use_websocket": True},
+    "threaded": {"use_threaded_data": True},
+    "polling": {},
+}
+
+# kind -> weight in the random schedule
 FAULT_WEIGHTS = {
     "drop": 4,
     "drop_clean": 1,
@@ -48,6 +54,8 @@ FAULT_WEIGHTS = {
     "rest_5xx": 1,
     "rest_timeout": 1,
     "rest_truncated": 1,
+    "rest_busy": 1,
+    "drop_at_close": 2,
 }
 
 
@@ -127,6 +135,14 @@ class FaultSchedule(threading.Thread):
             f.rest_errors("timeout", count=1, hold=2.0)
         elif kind == "rest_truncated":
             f.rest_errors("truncated", count=rng.randint(1, 2))
+        elif kind == "rest_busy":  # the venue's own "try again later" (Bybit 10016, ...)
+            f.rest_errors("busy", count=rng.randint(1, 2))
+        elif kind == "drop_at_close":
+            # the worst moment: the next candle's final is lost and the socket drops with it
+            now = self.ex.now_ms()
+            self.stop_event.wait((1000 - now % 1000) / 1000 + rng.uniform(0.0, 0.02))
+            f.skip_final(count=1)
+            f.drop_connections()
 
 
 class LagRecorder(Recorder):
@@ -145,16 +161,24 @@ class LagRecorder(Recorder):
                 self.lags.append(now - to_ms(bars[-1][0]))
 
 
-def soak(bars: int = 25, symbols: int = 3, seed: int = 1, quiet: bool = True) -> SoakResult:
+def soak(
+    bars: int = 25,
+    symbols: int = 3,
+    seed: int = 1,
+    quiet: bool = True,
+    mode: str = "websocket",
+    exactbars: int = EXACTBARS,
+    protocol: str = "binance",
+) -> SoakResult:
     names = ["BTC/USDT", "ETH/USDT"] + [f"SK{i:02d}/USDT" for i in range(max(0, symbols - 2))]
     names = names[:symbols]
     rng = random.Random(seed)
-    with LocalExchange(symbols=names, timeframes=("1s",), history=200) as ex:
+    with LocalExchange(symbols=names, timeframes=("1s",), history=200, protocol=protocol) as ex:
         config = dict(ex.ccxt_config(), timeout=1500)
         store = CCXTStore(
-            "binance", config=config, retries=10, retry_delay=0.05, retry_max_delay=0.5
+            protocol, config=config, retries=10, retry_delay=0.05, retry_max_delay=0.5
         )
-        cerebro = bt.Cerebro(stdstats=False, exactbars=EXACTBARS)
+        cerebro = bt.Cerebro(stdstats=False, exactbars=exactbars)
         for sym in names:
             cerebro.adddata(
                 store.getdata(
@@ -163,10 +187,10 @@ def soak(bars: int = 25, symbols: int = 3, seed: int = 1, quiet: bool = True) ->
                     timeframe="1s",
                     backfill_bars=30,
                     poll_grace=0.2,
-                    use_websocket=True,
                     ws_reconnect_delay=0.05,
                     ws_max_reconnect_delay=0.5,
                     ws_stall_timeout=1.0,
+                    **MODES[mode],
                 )
             )
         cerebro.addstrategy(LagRecorder, live_bars=bars, clock=ex.now_ms)
@@ -218,9 +242,22 @@ def main(argv=None) -> int:
     parser.add_argument("--bars", type=int, default=600, help="live bars per symbol")
     parser.add_argument("--symbols", type=int, default=6)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--mode", choices=list(MODES), default="websocket")
+    parser.add_argument("--exactbars", type=int, default=EXACTBARS)
+    parser.add_argument("--protocol", choices=("binance", "okx", "bybit"), default="binance")
     args = parser.parse_args(argv)
-    result = soak(args.bars, args.symbols, args.seed)
-    print(f"soak: {args.symbols} symbols x {args.bars} live 1s bars, seed {args.seed}")
+    result = soak(
+        args.bars,
+        args.symbols,
+        args.seed,
+        mode=args.mode,
+        exactbars=args.exactbars,
+        protocol=args.protocol,
+    )
+    print(
+        f"soak: {args.symbols} symbols x {args.bars} live 1s bars, {args.mode}, "
+        f"{args.protocol}, exactbars={args.exactbars}, seed {args.seed}"
+    )
     print(result.report())
     for line in result.details[:20]:
         print("  ", line)

@@ -100,16 +100,18 @@ def test_since_and_until_widen_coverage_to_what_was_asked(cache):
 
 def test_a_rewrite_replaces_the_span_it_covers(cache):
     cache.write(EX, SYM, TF, rows(0, 10), now_ms=10**12)
-    newer = [[r[0], r[1], r[2], r[3], r[4] + 1, r[5]] for r in rows(3, 4)]
+    newer = [[r[0], r[1], r[2] + 1, r[3], r[4] + 1, r[5]] for r in rows(3, 4)]
     cache.write(EX, SYM, TF, newer, now_ms=10**12)
     assert cache.read(EX, SYM, TF, 0) == rows(0, 3) + newer + rows(7, 3)
 
 
 def test_bad_input_is_refused(cache, tmp_path):
-    with pytest.raises(ValueError, match="malformed OHLCV row"):
+    with pytest.raises(ValueError, match="not a candle"):
         cache.write(EX, SYM, TF, [[0, 1.0, "x", 1.0, 1.0, 1.0]], now_ms=10**12)
-    with pytest.raises(ValueError, match="malformed OHLCV row"):
+    with pytest.raises(ValueError, match="not a candle"):
         cache.write(EX, SYM, TF, [[0, 1.0, float("nan"), 1.0, 1.0, 1.0]], now_ms=10**12)
+    with pytest.raises(ValueError, match="not a candle"):  # a missing price is not 0.0
+        cache.write(EX, SYM, TF, [[0, None, 1.0, 1.0, 1.0, 1.0]], now_ms=10**12)
     with pytest.raises(ConfigurationError, match="timeframe"):
         cache.read(EX, SYM, "1 minute", 0)
     with pytest.raises(ConfigurationError, match="symbol"):
@@ -156,6 +158,23 @@ def test_a_flipped_value_cuts_coverage_there_and_the_tail_is_refetched(tmp_path)
         assert c.coverage(EX, SYM, TF) == [(0, 1234 * M)]
         assert c.read(EX, SYM, TF, 1234 * M) == []
         c.write(EX, SYM, TF, data[1234:], now_ms=10**12)  # the refetch
+        assert c.read(EX, SYM, TF, 0) == data
+
+
+def test_a_row_an_older_version_stored_with_a_zero_price_is_dropped_and_refetched(tmp_path):
+    """Older versions turned a missing price into 0.0 and cached it, checksum and all: the
+    row parser refuses it on the way out, like a row that fails its checksum."""
+    from backtrader_ccxt.cache import _Key
+
+    data = rows(0, 10)
+    bad = [*data[:6], [6 * M, 106.0, 0.0, 105.25, 106.5078125, 1.75], *data[7:]]
+    with HistoryCache(tmp_path) as c:
+        key = _Key(EX, SYM, TF)
+        # what the old write path did: no candle check before storing
+        c._guard(lambda conn: c._write(conn, key, [tuple(r) for r in bad], 0, 10 * M), 0, True)
+        assert c.read(EX, SYM, TF, 0) == data[:6]
+        assert c.coverage(EX, SYM, TF) == [(0, 6 * M)]
+        c.write(EX, SYM, TF, data[6:], now_ms=10**12)  # the refetch
         assert c.read(EX, SYM, TF, 0) == data
 
 

@@ -60,9 +60,9 @@ def last_close(ex) -> datetime:
 
 
 def odd_rows() -> list[list]:
-    """Values that a careless float format would not round-trip; candle 3 omitted."""
+    """Candles whose values a careless float format would not round-trip; candle 3 omitted."""
     return [
-        [t * M, 0.1 + 0.2 + t, 1 / 3 + t, 1e-8 * (t + 1), 123456.789012345 + t, 2.0 / 7 * t]
+        [t * M, 0.1 + 0.2 + t, 123456.789012345 + t, 1e-8 * (t + 1), 1 / 3 + t, 2.0 / 7 * t]
         for t in range(10)
         if t != 3
     ]

@@ -29,6 +29,7 @@ RUNS = {
     "two_stores.py": [],
     "resample_live.py": [],
     "pandas_sweep.py": ["--history", "600"],
+    "rehearse.py": ["--warmup", "30"],
     "ticks_and_bars.py": ["--seconds", "2"],
 }
 
@@ -121,6 +122,19 @@ def test_pandas_sweep_backtests_every_pair_on_one_frame_then_goes_live(results):
     assert match and int(match.group(1)) == 600
     assert len(re.findall(r"^sweep ", out, re.M)) == 9
     assert out.index("best:") < out.index("status")
+
+
+def test_rehearse_runs_live_on_the_history_and_matches_its_backtest(results):
+    bars = _check(results, "rehearse.py")
+    code, out, _ = results("rehearse.py")
+    # the websocket feed may report LIVE just before the warmup's last bar
+    assert BARS <= len(bars) <= BARS + 1
+    times = [t for _, t in bars]
+    assert all((b - a).total_seconds() == 60 for a, b in zip(times, times[1:], strict=False))
+    backtest = re.search(r"^backtest: (\d+) bars", out, re.M)
+    rehearsal = re.search(r"^rehearsal: (\d+) bars", out, re.M)
+    assert backtest and rehearsal and backtest.group(1) == rehearsal.group(1)
+    assert "same bars and trades as the backtest: True" in out
 
 
 @pytest.mark.parametrize("run", ["multi_symbol.py", "two_stores.py"])

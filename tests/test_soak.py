@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import pytest
+from feedtools import PROTOCOLS
 from soak import FAULT_WEIGHTS, FaultSchedule, soak
 
 from backtrader_ccxt.localexchange import LocalExchange
 
 
-def test_short_soak_loses_duplicates_and_corrupts_nothing():
-    result = soak(bars=25, symbols=3, seed=20261121)
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_short_soak_loses_duplicates_and_corrupts_nothing(protocol):
+    result = soak(bars=25, symbols=3, seed=20261121, protocol=protocol)
     print(result.report())
     assert result.details == []
     assert result.ok
@@ -37,3 +40,14 @@ def test_every_fault_kind_of_the_schedule_is_known_to_the_exchange():
             schedule.apply(kind)
         assert set(schedule.scheduled) == set(FAULT_WEIGHTS)
         ex.faults.clear()
+
+
+def test_short_soak_in_the_rest_modes_with_exactbars_1():
+    """The REST faults of the schedule against three polled feeds in one exactbars=1
+    cerebro, in both REST modes (the WebSocket faults find no socket to hit)."""
+    for mode in ("polling", "threaded"):
+        result = soak(bars=15, symbols=3, seed=20261201, mode=mode, exactbars=1)
+        assert result.details == [], (mode, result.details)
+        assert result.ok, mode
+        assert result.delivered >= 3 * 15
+        assert result.faults["rest_429"] + result.faults["rest_5xx"] >= 1

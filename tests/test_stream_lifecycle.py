@@ -103,3 +103,16 @@ def test_a_spent_reconnect_budget_ends_the_feeds_with_disconnected(ex):
     notes = [n.kind for n in strat.notes]
     assert kinds.RECONNECT_BUDGET_SPENT in notes
     assert store.stats["reconnects"] == 2  # the budget, no more
+
+
+def test_the_venue_closing_old_connections_loses_and_repeats_nothing(ex):
+    # the server side of the same thing: the venue cuts every connection at a given age (as
+    # Binance does at 24 h); the stream reconnects by itself and REST fills what it missed
+    ex.faults.max_connection_age(1.5)
+    try:
+        store, strat = run(ex, live_bars=7, ws_max_connection_age=None)
+    finally:
+        ex.faults.max_connection_age(None)
+    check_exact(ex, strat)
+    assert ex.faults.counts["max_age"] >= 2
+    assert store.stats["reconnects"] >= 2

@@ -1,5 +1,6 @@
 """WebSocket mode (ccxt.pro on the store's loop thread): exactly-once bars through
-reconnects, stalls, skipped finals and bad frames; quota; many feeds; parity; clean stop."""
+reconnects, stalls, skipped finals and bad frames; quota; many feeds; parity; clean stop.
+Every test runs on each protocol the local exchange speaks (Binance, OKX v5, Bybit v5)."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from datetime import timedelta
 
 import backtrader as bt
 import pytest
-from feedtools import EPOCH, assert_contiguous, expected_for, run, truth
+from feedtools import CANDLES_PATH, EPOCH, PROTOCOLS, assert_contiguous, expected_for, run, truth
 
 from backtrader_ccxt import CCXTStore
 from backtrader_ccxt.localexchange import LocalExchange
+from backtrader_ccxt.venues import adapter_for
 
 WS = {"use_websocket": True, "ws_reconnect_delay": 0.05, "ws_max_reconnect_delay": 0.4}
 
@@ -27,14 +29,16 @@ def no_thread_outlives_its_store():
     assert loop_threads() == [], "a store's loop thread outlived cerebro.run()"
 
 
-@pytest.fixture(scope="module")
-def ex():
-    with LocalExchange(symbols=("BTC/USDT", "ETH/USDT"), timeframes=("1s",), history=600) as ex:
+@pytest.fixture(scope="module", params=PROTOCOLS)
+def ex(request):
+    with LocalExchange(
+        symbols=("BTC/USDT", "ETH/USDT"), timeframes=("1s",), history=600, protocol=request.param
+    ) as ex:
         yield ex
 
 
 def store_for(ex, **kwargs) -> CCXTStore:
-    return CCXTStore("binance", config=ex.ccxt_config(), **kwargs)
+    return CCXTStore(ex.protocol, config=ex.ccxt_config(), **kwargs)
 
 
 def add_feeds(cerebro, store, symbols, **kwargs):
@@ -207,9 +211,10 @@ def test_stall_is_detected_and_missed_bars_filled(ex):
     assert sts[:2] == ["DELAYED", "LIVE"] and "CONNBROKEN" in sts and sts[-1] == "LIVE"
 
 
-def test_many_feeds_share_one_connection():
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_many_feeds_share_one_connection(protocol):
     symbols = ["BTC/USDT", "ETH/USDT"] + [f"S{i:02d}/USDT" for i in range(22)]
-    with LocalExchange(symbols=symbols, timeframes=("1s",), history=100) as ex:
+    with LocalExchange(symbols=symbols, timeframes=("1s",), history=100, protocol=protocol) as ex:
         store = store_for(ex)
         cerebro = bt.Cerebro(stdstats=False)
         add_feeds(cerebro, store, symbols, backfill_bars=3, **WS)
@@ -217,7 +222,10 @@ def test_many_feeds_share_one_connection():
         check_exact(ex, strat, symbols)
         snap = ex.stats.snapshot()
         assert snap["ws_connections"] == 1
-        assert snap["ws_subscribe_messages"] == 1
+        # one subscribe message per watch call: as many streams as the venue takes in one
+        # (Bybit spot: 10 topics a message)
+        per_call = adapter_for(protocol).streams_per_watch
+        assert snap["ws_subscribe_messages"] == -(-len(symbols) // per_call)
         assert snap["ws_streams_subscribed"] == len(symbols)
 
 
@@ -271,7 +279,7 @@ class _FatalStreamStore(CCXTStore):
 
 
 def test_a_fatal_stream_error_ends_the_feed_with_a_clear_notification(ex):
-    store = _FatalStreamStore("binance", config=ex.ccxt_config())
+    store = _FatalStreamStore(ex.protocol, config=ex.ccxt_config())
     cerebro = bt.Cerebro(stdstats=False)
     add_feeds(cerebro, store, ["BTC/USDT"], backfill_bars=4, **WS)
     messages = []
@@ -306,7 +314,7 @@ class _FlakyStreamStore(CCXTStore):
 
 
 def test_a_raw_socket_error_is_retried_not_fatal(ex):
-    store = _FlakyStreamStore("binance", config=ex.ccxt_config())
+    store = _FlakyStreamStore(ex.protocol, config=ex.ccxt_config())
     cerebro = bt.Cerebro(stdstats=False)
     add_feeds(cerebro, store, ["ETH/USDT"], backfill_bars=4, **WS)
     strat = run(cerebro, live_bars=3)
@@ -319,7 +327,7 @@ def test_a_backfill_that_fails_is_retried_before_any_streamed_bar(ex):
     """No retries left in the store, and the backfill's REST call fails: the worker retries
     the backfill (CONNBROKEN meanwhile) instead of starting with a live bar and a hole."""
     store = store_for(ex, retries=0)
-    ex.faults.rest_errors("5xx", count=2, path="/api/v3/klines")
+    ex.faults.rest_errors("5xx", count=2, path=CANDLES_PATH[ex.protocol])
     cerebro = bt.Cerebro(stdstats=False)
     add_feeds(cerebro, store, ["BTC/USDT"], backfill_bars=20, **WS)
     strat = run(cerebro, live_bars=2)
@@ -328,3 +336,31 @@ def test_a_backfill_that_fails_is_retried_before_any_streamed_bar(ex):
     check_exact(ex, strat, ["BTC/USDT"])
     assert strat.statuses["BTC/USDT"][:3] == ["DELAYED", "CONNBROKEN", "LIVE"]
     assert len(bars) >= 22
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_two_timeframes_of_one_symbol_get_only_their_own_candles(protocol):
+    """One store, one symbol, 1s and 3s: each feed receives its own timeframe's candles only
+    (ccxt.pro keys some venues' OHLC messages by symbol alone; the tap routes by timeframe)."""
+    with LocalExchange(
+        symbols=("ETH/USDT",), timeframes=("1s", "3s"), history=200, protocol=protocol
+    ) as ex:
+        store = store_for(ex)
+        cerebro = bt.Cerebro(stdstats=False)
+        for tf in ("1s", "3s"):
+            cerebro.adddata(
+                store.getdata(
+                    dataname="ETH/USDT",
+                    name=tf,
+                    timeframe=tf,
+                    backfill_bars=3,
+                    poll_grace=0.3,
+                    **WS,
+                )  # fmt: skip
+            )
+        strat = run(cerebro, live_bars=3)
+        for tf in ("1s", "3s"):
+            bars = strat.bars[tf]
+            assert_contiguous(bars, tf)
+            assert bars == expected_for(ex, "ETH/USDT", tf, bars), tf
+        assert store.stats["rest_confirm"] == 0  # every live bar came from its own final

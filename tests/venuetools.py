@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import threading
 
-from aiohttp import web
+from backtrader_ccxt.localexchange.protocol import Reply
 
 #: protocol -> (klines path, HTTP status, body) of a documented "try again" reply
 TRY_AGAIN = {
@@ -43,14 +43,14 @@ class RestTap:
     ``path`` with ``(status, body)`` instead of the real reply. Thread-safe."""
 
     def __init__(self, ex) -> None:
-        rest = ex._server.rest
-        self._original = rest._rest_response
+        protocol = ex._server.rest.protocol  # what answers a REST request, per venue
+        self._original = protocol.rest
         self._lock = threading.Lock()
         self._reply: tuple[str, int, str] | None = None
         self.pending = 0
         self.served = 0
         self.requests: list[tuple[str, str]] = []  # (path, query string)
-        rest._rest_response = self._respond  # runs on the server thread
+        protocol.rest = self._respond  # runs on the server thread
 
     def arm(self, path: str, status: int, body: dict, count: int) -> None:
         with self._lock:
@@ -64,7 +64,7 @@ class RestTap:
             if reply is not None and self.pending > 0 and request.path == reply[0]:
                 self.pending -= 1
                 self.served += 1
-                return web.Response(status=reply[1], text=reply[2], content_type="application/json")
+                return Reply(status=reply[1], body=reply[2])
         return self._original(request)
 
     def queries(self, path: str) -> list[str]:

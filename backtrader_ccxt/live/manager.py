@@ -318,6 +318,7 @@ class StreamManager:
             redact=store.redact,
             params=dict(spec.ohlcv_params),
             notify=store.notify,
+            stats=store.stats,
         )
 
     async def _guard(self, sub: _Subscription, coro) -> None:

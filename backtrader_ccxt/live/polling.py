@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 
 from ..bars import Bar, BarGate, Status
@@ -40,6 +41,7 @@ class PollingMachine:
         self.pager: Paginator | None = self._pager(spec.since_ms)
         self.schedule: PollSchedule | None = None
         self.gate = BarGate()
+        self._walk_started_ms = 0  # when the poll under way (or the last) was asked for
         self.broken = False
         self.polls = 0
         self._polled_bars = 0
@@ -48,7 +50,7 @@ class PollingMachine:
 
     def _pager(self, since_ms: int) -> Paginator:
         s = self.spec
-        return Paginator(s.tf, since_ms, s.page_limit, s.until_ms, s.drop_newest)
+        return Paginator(s.tf, since_ms, s.page_limit, s.until_ms, s.drop_newest, s.grace_ms)
 
     @property
     def done(self) -> bool:
@@ -75,6 +77,7 @@ class PollingMachine:
             return due
         self.polls += 1
         self._polled_bars = 0
+        self._walk_started_ms = now_ms
         self.pager = self._pager(self.schedule.next_open_ms)
         return self.next_action(now_ms)
 
@@ -97,9 +100,11 @@ class PollingMachine:
         assert self.schedule is not None
         until = self.spec.until_ms
         if until is not None and (
-            cursor >= until or now_ms >= until + self.spec.tf.ms + self.spec.grace_ms
+            cursor >= until or self._walk_started_ms >= until + self.spec.tf.ms + self.spec.grace_ms
         ):
-            # past todate, or every candle before it has closed (and an omitted one never came)
+            # past todate, or a poll that left a bar after the last candle was due still found
+            # nothing (an omitted candle never comes): a poll under way at that moment still
+            # counts, so a venue that answers late does not cost the last bar
             self._finish("todate reached")
             return
         if self._polled_bars:
@@ -167,6 +172,9 @@ class PollingSource:
 
     def get(self, timeout: float | None) -> Bar | Status | None:
         m = self.machine
+        # timeout bounds the whole call, not each wait: failing fetches with short resume
+        # delays would otherwise keep _load (and the CONNBROKEN notification) from cerebro
+        deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             if m.outbox:
                 return m.outbox.popleft()
@@ -198,9 +206,11 @@ class PollingSource:
                 m.on_rows(rows, now)
                 continue
             wait_s = self._clock.seconds_until(action + self._clock.margin_ms)
-            if timeout is not None and wait_s > timeout:
-                self._stop.wait(timeout)
-                return None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if wait_s > left:
+                    self._stop.wait(max(0.0, left))
+                    return None
             self._stop.wait(wait_s)
 
     def _wait(self, delay: float) -> bool:

@@ -117,6 +117,8 @@ class StreamMachine:
         self._need: str | None = None if stream_first_ms else "backfill"
         self._stream_first_ms = stream_first_ms
         self._backfill_at: int | None = None  # when to backfill if the stream stays silent
+        self._stream_talked = False
+        self._last_look = False  # the walk after todate's last due time has been asked for
         self._pager: Paginator | None = None
         self._purpose: str | None = None
         self._heal_requested = False  # the stream talks again: the next walk fills the gap
@@ -126,9 +128,8 @@ class StreamMachine:
         self._resume_at: int | None = None
         self._failures = Backoff(spec.reconnect_delay, spec.max_reconnect_delay)
         self._confirm_at: int | None = None
-        self._confirm_backoff = Backoff(
-            max(spec.grace_ms, 100) / 1000, max(1.0, self.tf.ms / 1000), jitter=False
-        )
+        first = max(spec.grace_ms, 100) / 1000
+        self._confirm_backoff = Backoff(first, max(first, 1.0, self.tf.ms / 1000), jitter=False)
 
     # -- state -----------------------------------------------------------------------------
 
@@ -162,6 +163,14 @@ class StreamMachine:
                 return self._resume_at
             self._resume_at = None
         if self.phase == "backfill" and self._pager is None and self._need is None:
+            if self._stream_talked:
+                # the candle that closed just before the stream's first frame can only come
+                # from REST, and REST is trusted a grace after a close: start then, so the
+                # history reaches the stream's first candle and LIVE means caught up
+                self._stream_talked = False
+                self._backfill_at = now_ms
+                if not self.tf.is_calendar:
+                    self._backfill_at = now_ms - now_ms % self.tf.ms + self._settle_ms
             if self._backfill_at is None:
                 self._backfill_at = now_ms + (self._stream_first_ms or 0)
             if now_ms < self._backfill_at:
@@ -185,11 +194,18 @@ class StreamMachine:
         if self.phase != "live":
             return FOREVER  # the stream must talk first (or a REST retry is pending)
         until = self.spec.until_ms
-        if until is not None and (
-            self.settled_ms >= until or now_ms >= until + self.tf.ms + self.wait_ms
-        ):
+        if until is not None and self.settled_ms >= until:
             self._finish("todate reached")
             return None
+        if until is not None and now_ms >= until + self.tf.ms + self.wait_ms:
+            # a bar past the last candle's due time: one more look, then it is absent (an
+            # omitted empty candle); a look under way at that moment does not count
+            if self._last_look:
+                self._finish("todate reached")
+                return None
+            self._last_look = True
+            self._start_walk("confirm")
+            return self.next_action(now_ms)
         due = self.due_ms()
         if now_ms >= due:
             self._start_walk("confirm")
@@ -203,7 +219,9 @@ class StreamMachine:
             first = min(self.held)
             until = first if until is None else min(until, first)
         s = self.spec
-        self._pager = Paginator(s.tf, self.settled_ms, s.page_limit, until, s.drop_newest)
+        self._pager = Paginator(
+            s.tf, self.settled_ms, s.page_limit, until, s.drop_newest, s.grace_ms
+        )
         self._purpose = purpose
         self._walk_bars = 0
         # a walk that starts after the stream talks again covers the gap of the break
@@ -292,7 +310,7 @@ class StreamMachine:
             if self.stream_broken and not (self._heal_requested or self._heal_walk):
                 self._heal_requested = True  # the next walk to start covers the break
             if self.phase == "backfill" and self._pager is None and self._need is None:
-                self._need = "backfill"  # the stream talks: its first candle is near now
+                self._stream_talked = True  # the backfill can begin (see next_action)
             elif self._heal_requested:
                 self._want("fill")
         elif isinstance(event, Fatal):

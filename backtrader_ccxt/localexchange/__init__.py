@@ -14,6 +14,7 @@ from .data import BINANCE_INTERVALS, REAL_SYMBOLS, Candle, parse_timeframe
 from .exchange import LocalExchange
 from .faults import FAULT_KINDS, MALFORMED_KINDS, REST_FAULT_KINDS, Faults
 from .protocol import PROTOCOLS, CandleFrame
+from .rehearsal import RehearsalExchange
 from .stats import Stats
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "PROTOCOLS",
     "REAL_SYMBOLS",
     "REST_FAULT_KINDS",
+    "RehearsalExchange",
     "Candle",
     "CandleFrame",
     "Faults",

@@ -336,6 +336,20 @@ def test_drop_newest_when_the_venue_also_lists_the_forming_candle():
     assert [b.row() for b in bars] == rows[:24]
 
 
+def test_drop_newest_trusts_the_newest_row_once_its_grace_has_passed():
+    """A poll due at close + grace (the schedule's due time) trusts the candle it polls for:
+    drop_newest costs no request and no bar of latency there."""
+    rows = make_rows(M1, T0, 26)
+    close_24 = T0 + 25 * MIN
+    for now, want in ((close_24 + 499, 24), (close_24 + 500, 25), (close_24 + 9_000, 25)):
+        pager = Paginator(M1, T0, 10, drop_newest=True, newest_grace_ms=500)
+        bars = walk(pager, Venue(M1, rows), now)
+        assert [b.row() for b in bars] == rows[:want], now
+    # the schedule's first due time for candle 24 is exactly where it becomes trusted
+    schedule = PollSchedule(M1, rows[24][0], grace_ms=500)
+    assert schedule.due_ms() == close_24 + 500
+
+
 def test_monthly_candles():
     tf = parse("1M")
     rows = make_rows(tf, ms(2023, 1, 1), 15)  # Jan 2023 .. Mar 2024, Mar 2024 forming

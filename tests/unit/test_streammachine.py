@@ -40,7 +40,8 @@ def row(i: int) -> list:
 def partial(i: int, part: float = 0.5) -> list:
     """An earlier state of candle ``i``: less volume, a close between open and close."""
     t, o, h, low, c, v = ROWS[i]
-    return [t, o, max(o, low + (h - low) * part), low, o + (c - o) * part, v * part]
+    close = o + (c - o) * part
+    return [t, o, max(o, close, low + (h - low) * part), low, close, v * part]
 
 
 class Harness:
@@ -483,3 +484,44 @@ def test_a_backfill_after_a_break_before_the_first_frame_still_goes_live():
     h.at(NOW0 + 400, Healthy(1))
     check_exact(h, 4)
     assert h.codes()[-1] == "LIVE" and not h.m.stream_broken
+
+
+def test_a_stream_that_talks_just_after_a_close_waits_for_that_candle_to_settle():
+    # candle 4 closed 100 ms before the stream's first frame: its final was never streamed
+    # to us, and REST is trusted a grace after the close. The backfill waits for that, so
+    # LIVE means caught up: no REST call after it
+    m = StreamMachine(spec(), margin_ms=0, stream_first_ms=3000)
+    h = Harness(m, Venue(M1, ROWS), START + 100)
+    h.settle()
+    assert h.at(START + 100, Healthy(0)) == START + GRACE and h.pages == []
+    h.run_until(START + GRACE)
+    check_exact(h, 4)
+    assert h.codes() == ["LIVE"] and len(h.pages) == 1
+    h.at(close(5), fin(5))
+    check_exact(h, 5)
+    assert len(h.pages) == 1
+
+
+class SlowListing(Venue):
+    """A venue whose REST lists a candle only ``lag`` ms after its close."""
+
+    def __init__(self, *args, lag: int, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.lag = lag
+
+    def fetch(self, since: int, limit: int, now: int) -> list[list]:
+        rows = super().fetch(since, limit, now)
+        return [r for r in rows if M1.close_of(r[0]) + self.lag <= now]
+
+
+def test_the_last_candle_before_todate_gets_a_look_after_its_due_time():
+    # a quiet stream, and REST lists candle 6 (the last before todate) 54 s after its close:
+    # the confirmations back off; a bar after its due time one more look finds it
+    until = row(7)[0]
+    venue = SlowListing(M1, ROWS, lag=54_000)
+    m = StreamMachine(spec(until_ms=until), margin_ms=0)
+    h = Harness(m, venue, NOW0 + 60_000)
+    h.settle()
+    h.run_until(close(6) + 3 * MIN)
+    assert h.opens()[-1] == row(6)[0]
+    assert h.codes()[-1] == "DISCONNECTED"
