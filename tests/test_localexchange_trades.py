@@ -14,6 +14,7 @@ import pytest
 from helpers import eventually
 
 from backtrader_ccxt.localexchange import LocalExchange
+from backtrader_ccxt.localexchange.rehearsal import RehearsalExchange
 from backtrader_ccxt.timeframes import parse
 from backtrader_ccxt.trades import TradeBars, TradeGate, parse_trades
 
@@ -252,3 +253,18 @@ def test_raw_trade_streams_list_and_unsubscribe():
             assert msg["m"] == (t["side"] == "sell")
         for msg in kinds["aggTrade"]:
             assert msg["a"] == msg["f"] == msg["l"] and str(msg["a"]) in truth
+
+
+def test_a_rehearsal_serves_trades_of_the_users_own_history():
+    with LocalExchange(
+        symbols=("ETH/USDT",), timeframes=("1m",), history=300, clock=frozen_clock
+    ) as src:
+        rows = src.candles("ETH/USDT", "1m")
+    # the clock stands at the warmup's end until a client asks for candles
+    with RehearsalExchange({"ETH/USDT": rows}, "1m", speed=600, warmup=100) as ex:
+        assert ex.trades_timeframe == "1m"
+        client = ccxt.binance(ex.ccxt_config())
+        got, _ = walk_by_id(client, "ETH/USDT")
+        assert key(got) == key(ex.trades("ETH/USDT"))
+        bars, _ = aggregate(got, "1m", ex.now_ms())
+        assert bars == ex.candles("ETH/USDT", "1m") == rows[:100]

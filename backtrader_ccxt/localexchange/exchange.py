@@ -155,6 +155,8 @@ class LocalExchange:
             )
             for series in self._replay.series.values():
                 series.rows  # noqa: B018 - load the bundled files before serving
+        if self._ledger is None or self._ledger.replay is not self._replay:
+            # also over a replay a subclass set (RehearsalExchange: the user's history)
             self._ledger = TradeLedger(self._replay, self.trades_timeframe)
         ready: concurrent.futures.Future = concurrent.futures.Future()
         thread = threading.Thread(
