@@ -146,13 +146,16 @@ async def _watch(ex, symbol, name, enough):
 def test_watch_trades_delivers_the_ledger_and_complete_candles_match(name):
     symbol = "BTC/USDT"
     with LocalExchange(symbols=(symbol,), timeframes=("1s",), history=10) as ex:
-        start_k = ex.now_ms() // 1000 + 1
 
-        def enough(got):  # two whole seconds after the subscription
-            return bool(got) and got[-1]["timestamp"] >= (start_k + 2) * 1000
+        def window(got):  # the two whole seconds after the first trade received
+            lo = (got[0]["timestamp"] // 1000 + 1) * 1000
+            return lo, lo + 2000
+
+        def enough(got):
+            return bool(got) and got[-1]["timestamp"] >= window(got)[1]
 
         got = asyncio.run(_watch(ex, symbol, name, enough))
-        lo, hi = start_k * 1000, (start_k + 2) * 1000
+        lo, hi = window(got)
         inside = [t for t in got if lo <= t["timestamp"] < hi]
         assert key(inside) == key(ex.trades(symbol, lo, hi))
         ids = [int(t["id"]) for t in got]
