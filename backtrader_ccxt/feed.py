@@ -21,6 +21,7 @@ from backtrader.linebuffer import LineBuffer
 from .bars import Bar, BarGate, Status, bar_from_row
 from .cache import FeedCacheLink, HistoryCache, cache_key
 from .errors import CapabilityError, ConfigurationError, ConfigurationWarning, unknown_keywords
+from .live import tradepolling
 from .live.polling import PollingSource
 from .progress import BackfillReport
 from .rest import RestTarget
@@ -71,6 +72,11 @@ class CCXTFeed(bt.feed.DataBase):
       - ``store`` (CCXTStore): the session to use (``store.getdata(...)`` sets it).
       - ``dataname`` (str): unified ccxt symbol, e.g. ``'BTC/USDT'`` or ``'BTC/USDT:USDT'``
         (the exchange's own id, e.g. ``'BTCUSDT'``, is accepted too).
+      - ``timeframe=bt.TimeFrame.Ticks``: a tick feed, every public trade once (open = high
+        = low = close = price, volume = amount, stamped at the trade's time + 1 ms, the close of
+        its millisecond, so ``resampledata`` gives the venue's candles), backfilled from
+        ``fromdate`` or the last ``backfill_bars`` trades; REST polling mode only so far
+        (:mod:`~.live.tradepolling`).
       - ``name`` (str): the name backtrader shows for the feed.
       - ``timeframe`` / ``compression``: the exchange bar size, as backtrader constants
         (``bt.TimeFrame.Minutes``, 15) or a ccxt string in ``timeframe`` (``'15m'``).
@@ -156,6 +162,7 @@ class CCXTFeed(bt.feed.DataBase):
                 self.p.timeframe, self.p.compression = to_backtrader(parse_tf(self._tf_text))
             except ConfigurationError:
                 pass
+        self._ticks = self._tf_text is None and self.p.timeframe == bt.TimeFrame.Ticks
         self._store = self.p.store
         self._source = None
         self._gate = BarGate()
@@ -302,7 +309,8 @@ class CCXTFeed(bt.feed.DataBase):
                 return
             if isinstance(item, Status):
                 self._on_status(item)
-            elif self._gate.admit(item):
+            elif self._ticks or self._gate.admit(item):
+                # ticks share milliseconds: their source gates them by trade id
                 self._ahead, self._ahead_fresh = item, True
 
     def _turns(self) -> Turns | None:
@@ -404,6 +412,8 @@ class CCXTFeed(bt.feed.DataBase):
                 f"historical=True conflicts with {modes[0]}=True: a historical feed has no live "
                 "part (valid choices: historical=True alone, or a live mode)"
             )
+        if self._ticks:
+            self._check_tick_params()
         if p.ohlcv_limit is not None and (not _is_int(p.ohlcv_limit) or p.ohlcv_limit < 1):
             raise ConfigurationError(
                 f"ohlcv_limit must be a positive integer or None, got {p.ohlcv_limit!r}"
@@ -494,11 +504,47 @@ class CCXTFeed(bt.feed.DataBase):
                 "fromdate <= todate"
             )
 
+    def _check_tick_params(self) -> None:
+        p = self.p
+        for name in ("use_websocket", "use_threaded_data", "cache", "fetch_ohlcv_params"):
+            if getattr(p, name):
+                raise ConfigurationError(
+                    f"timeframe=bt.TimeFrame.Ticks cannot be combined with {name}="
+                    f"{getattr(p, name)!r} yet; valid choices: a tick feed in REST polling mode "
+                    f"(the default), or a candle timeframe with {name}"
+                )
+        if not self._store.has("fetchTrades"):
+            raise CapabilityError(
+                f"exchange {self._store.exchange_id!r} has no fetchTrades: no tick feed; valid "
+                "choices: a candle timeframe such as '1m'"
+            )
+
+    def _tick_spec(self, symbol: str, now: int) -> tradepolling.TradeSpec:
+        p = self.p
+        store = self._store
+        limit = min(p.ohlcv_limit or store.max_page(symbol) or _DEFAULT_PAGE, 1000)
+        tz = resolve_tz(p.tz)
+        since = None
+        if p.fromdate is not None and p.backfill_start:
+            since = to_utc_ms(p.fromdate, tz)
+        return tradepolling.TradeSpec(
+            symbol=symbol,
+            since_ms=since,
+            page_limit=limit,
+            paging=tradepolling.paging_for(store.exchange_id),
+            until_ms=None if p.todate is None else to_utc_ms(p.todate, tz) + 1,
+            historical=bool(p.historical),
+            backfill_trades=p.backfill_bars if p.backfill_start else 0,
+            poll_interval_ms=int(1000 * (p.poll_grace if p.poll_grace is not None else 1.0)),
+            retries=store.retries,
+            reconnect_delay=float(p.ws_reconnect_delay),
+            max_reconnect_delay=float(p.ws_max_reconnect_delay),
+        )
+
     def _make_spec(self) -> FeedSpec:
         p = self.p
         store = self._store
         symbol = store.check_symbol(p.dataname)
-        tf = store.resolve_timeframe(self._tf_text or p.timeframe, p.compression)
         now = store.clock.now_ms()
         tz = resolve_tz(p.tz)  # naive fromdate/todate are read in tz, as backtrader filters
         if p.fromdate is not None and to_utc_ms(p.fromdate, tz) > now:
@@ -507,6 +553,9 @@ class CCXTFeed(bt.feed.DataBase):
                 f"{_EPOCH + timedelta(milliseconds=now)} UTC); valid choices: a past datetime "
                 "or None"
             )
+        if self._ticks:
+            return self._tick_spec(symbol, now)
+        tf = store.resolve_timeframe(self._tf_text or p.timeframe, p.compression)
         limit = store.max_page(symbol)
         page = min(p.ohlcv_limit or limit or _DEFAULT_PAGE, limit or 10**9)
         forming = now - now % tf.ms if not tf.is_calendar else now - tf.ms
@@ -545,7 +594,7 @@ class CCXTFeed(bt.feed.DataBase):
 
     def _make_report(self) -> BackfillReport | None:
         spec = self.spec
-        if not self.p.backfill_start:
+        if not self.p.backfill_start or self._ticks:  # no progress report for ticks yet
             return None
         now = self._store.clock.now_ms()
         end = now if spec.until_ms is None else min(now, spec.until_ms)
@@ -580,6 +629,17 @@ class CCXTFeed(bt.feed.DataBase):
         p = self.p
         store = self._store
         spec = self.spec
+        if self._ticks:
+            self.mode = "polling"
+            return tradepolling.TradePollingSource(
+                store.exchange,
+                spec,
+                store.clock,
+                spec.retries,
+                tradepolling.backoff_for(store),
+                store.redact,
+                store.notify,
+            )
         if p.use_websocket:
             self.mode = "websocket"
             return store.manager.subscribe(spec, "stream")

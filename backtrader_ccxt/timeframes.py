@@ -172,9 +172,10 @@ def from_backtrader(timeframe: int, compression: int, available=None) -> Timefra
         )
         if timeframe == bt.TimeFrame.Ticks:
             raise UnsupportedTimeframeError(
-                "timeframe bt.TimeFrame.Ticks is not supported: this package delivers candles "
-                f"(OHLCV bars), not trades or ticks{offered}; pass a candle size as a ccxt "
-                f"string ('1m') or a backtrader constant, valid choices: {valid}{_RESAMPLE_HINT}"
+                "timeframe bt.TimeFrame.Ticks is not a candle size: ticks come from a tick "
+                "feed (store.getdata(timeframe=bt.TimeFrame.Ticks), REST polling), not from "
+                f"candles{offered}; pass a candle size as a ccxt string ('1m') or a backtrader "
+                f"constant, valid choices: {valid}{_RESAMPLE_HINT}"
             )
         names = bt.TimeFrame.Names
         known = isinstance(timeframe, int) and 0 < timeframe < len(names)

@@ -133,10 +133,15 @@ FEED_CASES = {
         UnsupportedTimeframeError,
         ["'1 minute'", "'1m'"],
     ),
-    "ticks timeframe": (
-        {"timeframe": bt.TimeFrame.Ticks},
-        UnsupportedTimeframeError,
-        ["bt.TimeFrame.Ticks", "candles", "1s, 1m", "resampledata", "Minutes", "Seconds"],
+    "ticks timeframe over the WebSocket": (
+        {"timeframe": bt.TimeFrame.Ticks, "use_websocket": True},
+        ConfigurationError,
+        ["bt.TimeFrame.Ticks", "use_websocket=True", "REST polling"],
+    ),
+    "ticks timeframe with a cache": (
+        {"timeframe": bt.TimeFrame.Ticks, "cache": "CACHE"},
+        ConfigurationError,
+        ["bt.TimeFrame.Ticks", "cache", "REST polling"],
     ),
     "timeframe list by duration": (
         {"timeframe": "7m"},

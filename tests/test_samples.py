@@ -30,6 +30,7 @@ RUNS = {
     "resample_live.py": [],
     "pandas_sweep.py": ["--history", "600"],
     "rehearse.py": ["--warmup", "30"],
+    "ticks_and_bars.py": ["--seconds", "2"],
 }
 
 
@@ -163,3 +164,13 @@ def test_help(script):
     )
     assert proc.returncode == 0, proc.stderr
     assert "--bars" in proc.stdout and "--exchange" in proc.stdout
+
+
+def test_bars_built_from_ticks_are_whole_bars_stamped_at_close(results):
+    bars = _check(results, "ticks_and_bars.py")
+    assert len(bars) == BARS
+    assert all(t.second % 2 == 0 and t.microsecond == 0 for _, t in bars)
+    assert (bars[1][1] - bars[0][1]).total_seconds() == 2
+    _, out, _ = results("ticks_and_bars.py")
+    match = re.search(r"^done: (\d+) ticks", out, re.M)
+    assert match and int(match.group(1)) > 4 * BARS  # 4 to 12 trades a second locally

@@ -7,13 +7,19 @@ import json
 from aiohttp import web
 
 from . import binance_format as fmt
+from . import binance_trades
 from .data import BINANCE_INTERVALS, Candle
 from .protocol import Protocol, Reply
 from .timing import Timing
 
 __all__ = ["BinanceProtocol"]
 
-_WEIGHTS = {"/api/v3/exchangeInfo": 20, "/api/v3/klines": 2, "/api/v3/uiKlines": 2}
+_WEIGHTS = {
+    "/api/v3/exchangeInfo": 20,
+    "/api/v3/klines": 2,
+    "/api/v3/uiKlines": 2,
+    **binance_trades.WEIGHTS,
+}
 
 # Every REST base URL ccxt's binance knows (urls.api), with its path on the real host. All are
 # pointed at the local server so that no request can leave the machine; only /api/v3 answers.
@@ -55,7 +61,8 @@ _WS_KEYS = (
 
 
 class BinanceProtocol(Protocol):
-    """Binance SPOT REST (``/api/v3``) and raw kline streams (``/ws``, ``/ws/<stream>``)."""
+    """Binance SPOT REST (``/api/v3``) and raw kline and trade streams (``/ws``,
+    ``/ws/<stream>``); the trade endpoints and streams are in ``binance_trades.py``."""
 
     name = "binance"
     native_timeframes = {t: t for t in BINANCE_INTERVALS}
@@ -69,6 +76,7 @@ class BinanceProtocol(Protocol):
         self.by_lower_id = {mid.lower(): s for mid, s in self.by_id.items()}
         self._weight_minute = -1
         self._weight_used = 0
+        self._trade_streams: binance_trades.TradeStreams | None = None
 
     # -- REST -------------------------------------------------------------------------------
 
@@ -98,6 +106,8 @@ class BinanceProtocol(Protocol):
             reply = self._exchange_info(request)
         elif path in ("/api/v3/klines", "/api/v3/uiKlines"):
             reply = self._klines(request)
+        elif path in binance_trades.PATHS:
+            reply = binance_trades.rest(self, request)
         else:
             reply = Reply(404, "Not Found", content_type="text/plain")
         weight = self._add_weight(_WEIGHTS.get(path, 1))
@@ -196,9 +206,15 @@ class BinanceProtocol(Protocol):
                 return
             keys = [k for k in map(self._parse_stream, params) if k is not None]
             hub.remove_streams(conn, keys)
+            if self._trade_streams is not None:
+                trades = [binance_trades.parse_trade_stream(p, self.by_lower_id) for p in params]
+                self._trade_streams.remove(conn, [k for k in trades if k is not None])
             hub.send(conn, fmt.dumps({"result": None, "id": rid}))
         elif method == "LIST_SUBSCRIPTIONS":
-            hub.send(conn, fmt.dumps({"result": list(conn.streams.values()), "id": rid}))
+            held = list(conn.streams.values())
+            if self._trade_streams is not None:
+                held += self._trade_streams.held(conn)
+            hub.send(conn, fmt.dumps({"result": held, "id": rid}))
         elif method == "SET_PROPERTY":
             hub.send(conn, fmt.dumps({"result": None, "id": rid}))
         elif method == "GET_PROPERTY":
@@ -229,7 +245,12 @@ class BinanceProtocol(Protocol):
             hub.send(conn, fmt.ws_error(2, "Invalid request: invalid params", rid))
             return
         streams = {}
+        trades = []
         for name in params:
+            trade_key = binance_trades.parse_trade_stream(name, self.by_lower_id)
+            if trade_key is not None and self.ledger is not None:
+                trades.append(trade_key)
+                continue
             key = self._parse_stream(name)
             if key is None:
                 hub.send(conn, fmt.ws_error(2, "Invalid request: invalid stream", rid))
@@ -238,6 +259,10 @@ class BinanceProtocol(Protocol):
         if not hub.add_streams(conn, streams):
             hub.send(conn, fmt.ws_error(2, "Invalid request: too many streams", rid))
             return
+        if trades:
+            if self._trade_streams is None:
+                self._trade_streams = binance_trades.TradeStreams(hub, self.ledger)
+            self._trade_streams.add(conn, trades)
         if reply:
             hub.send(conn, fmt.dumps({"result": None, "id": rid}))
 

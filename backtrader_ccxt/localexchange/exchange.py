@@ -15,6 +15,7 @@ from .protocol import CandleFrame, Protocol, protocol_class
 from .server import ExchangeServer
 from .stats import Stats
 from .timing import Timing
+from .trades import TradeLedger
 
 __all__ = ["LocalExchange"]
 
@@ -58,6 +59,8 @@ class LocalExchange:
             sent after the successor's first update (OKX does this at times). None: the
             protocol's default (OKX 3, Binance and Bybit 0). Settable while running
             (:attr:`late_final_every`).
+        trades_timeframe: the timeframe whose candles the public trades reproduce exactly
+            (see :meth:`trades`); default the shortest of ``timeframes``; served too.
     """
 
     def __init__(
@@ -78,6 +81,7 @@ class LocalExchange:
         poll_interval: float = 0.05,
         protocol: str = "binance",
         late_final_every: int | None = None,
+        trades_timeframe: str | None = None,
     ):
         self._protocol_class: type[Protocol] = protocol_class(protocol)
         self.protocol = protocol
@@ -89,6 +93,12 @@ class LocalExchange:
         if isinstance(timeframes, str):
             timeframes = (timeframes,)
         self.timeframes = tuple(dict.fromkeys(parse_timeframe(t).name for t in timeframes))
+        if trades_timeframe is None:
+            trades_timeframe = min(self.timeframes, key=lambda t: parse_timeframe(t).ms)
+        self.trades_timeframe = parse_timeframe(trades_timeframe).name
+        if self.trades_timeframe not in self.timeframes:  # served, so REST can show them
+            self.timeframes += (self.trades_timeframe,)
+        self._ledger: TradeLedger | None = None
         for name, value, low in (
             ("history", history, 0),
             ("updates_per_candle", updates_per_candle, 1),
@@ -145,6 +155,9 @@ class LocalExchange:
             )
             for series in self._replay.series.values():
                 series.rows  # noqa: B018 - load the bundled files before serving
+        if self._ledger is None or self._ledger.replay is not self._replay:
+            # also over a replay a subclass set (RehearsalExchange: the user's history)
+            self._ledger = TradeLedger(self._replay, self.trades_timeframe)
         ready: concurrent.futures.Future = concurrent.futures.Future()
         thread = threading.Thread(
             target=self._thread_main, args=(ready,), name="LocalExchange", daemon=True
@@ -167,6 +180,7 @@ class LocalExchange:
             wire = self._protocol_class(
                 self._replay, self.faults._state, self.now_ms, self.timeframes
             )
+            wire.ledger = self._ledger
             self._wire = wire
             server = ExchangeServer(
                 wire,
@@ -372,6 +386,25 @@ class LocalExchange:
         """The forming candle ``[open_ms, o, h, l, c, v]`` as REST shows it right now."""
         replay, tf = self._check(symbol, timeframe)
         return replay.forming(symbol, tf, self.now_ms()).ohlcv
+
+    def trades(
+        self, symbol: str, since_ms: int | None = None, until_ms: int | None = None
+    ) -> list[dict]:
+        """The public trades with time in ``[since, until)`` that have happened, oldest first,
+        as ccxt trade dicts (``id``, ``timestamp``, ``price``, ``amount``, ``side``).
+
+        They are derived from the candles of :attr:`trades_timeframe` (the constructor's
+        ``trades_timeframe``): aggregated into bars of that size they give exactly
+        ``candles(symbol, trades_timeframe)``, empty candles having no trade. Ids are
+        consecutive integers per symbol, from 0 at the oldest history trade. Served by the
+        Binance protocol (REST ``trades``, ``historicalTrades``, ``aggTrades``; streams
+        ``@trade``, ``@aggTrade``); see ``localexchange/trades.py``.
+        """
+        self._check(symbol, self.trades_timeframe)
+        ledger = self._ledger
+        assert ledger is not None
+        rows = self._call(ledger.between, symbol, since_ms, until_ms, self.now_ms())
+        return [t.ccxt() for t in rows]
 
     # -- counters ---------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from .faults import FaultState
+    from .trades import TradeLedger
 
 __all__ = ["PROTOCOLS", "CandleFrame", "Protocol", "Reply", "protocol_class"]
 
@@ -87,6 +88,8 @@ class Protocol:
     settled_last_update: Callable[[int], bool] | None = None
     #: most streams one connection may hold
     max_streams = 1024
+    #: the trade ledger (``trades.py``), set by ``LocalExchange.start``; None: no trades
+    ledger: TradeLedger | None = None
 
     def __init__(
         self,
