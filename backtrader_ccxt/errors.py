@@ -9,7 +9,7 @@ The tree::
     |   +-- UnsupportedTimeframeError   timeframe/compression the exchange lacks
     |   +-- CapabilityError             the exchange lacks a feature the options need
     +-- ExchangeRequestError            a ccxt call failed (the ccxt error is ``__cause__``)
-        +-- RetryableError              worth retrying (network, rate limit, 5xx, timeout)
+        +-- TransientExchangeError      transient (network, rate limit, 5xx, timeout), retries spent
         +-- FatalExchangeError          not worth retrying (bad symbol, auth, not supported)
 
 Configuration errors name the bad value and the valid choices in their message. Errors at run
@@ -41,6 +41,7 @@ __all__ = [
     "ExchangeRequestError",
     "FatalExchangeError",
     "RetryableError",
+    "TransientExchangeError",
     "UnknownExchangeError",
     "UnknownSymbolError",
     "UnsupportedTimeframeError",
@@ -89,8 +90,15 @@ class ExchangeRequestError(BacktraderCCXTError):
     """A request to the exchange failed; the original ccxt exception is ``__cause__``."""
 
 
-class RetryableError(ExchangeRequestError):
-    """A transient failure: network, rate limit, exchange unavailable, timeout."""
+class TransientExchangeError(ExchangeRequestError):
+    """A transient failure (network, rate limit, exchange unavailable, timeout) whose retries
+    were spent: the request is over, but the exchange may answer later (a live feed goes
+    CONNBROKEN and tries again; a historical one ends)."""
+
+
+#: the former name, kept for code written against it (it read as if one should retry it,
+#: while it is raised once the retries are spent)
+RetryableError = TransientExchangeError
 
 
 class FatalExchangeError(ExchangeRequestError):
@@ -205,7 +213,7 @@ def classify(exc: BaseException, exchange_id: str | None = None) -> Verdict:
     otherwise).
     """
     if isinstance(exc, BacktraderCCXTError):
-        return Verdict.RETRY if isinstance(exc, RetryableError) else Verdict.FATAL
+        return Verdict.RETRY if isinstance(exc, TransientExchangeError) else Verdict.FATAL
     if isinstance(exc, ccxt.ExchangeClosedByUser):
         return Verdict.FATAL  # a normal shutdown, not a failure to retry
     if isinstance(exc, ccxt.BaseError):
@@ -247,11 +255,11 @@ def translate(
     """Wrap a ccxt exception into our tree; call as ``raise translate(e, ctx) from e``.
 
     Called when the caller gives up: a :attr:`Verdict.RETRY` error becomes
-    :class:`RetryableError` (the feed may try again later), anything else (including a
+    :class:`TransientExchangeError` (the feed may try again later), anything else (including a
     bounded error whose attempts are spent) :class:`FatalExchangeError`. ``redact`` scrubs
     credentials from the message (the store passes its own).
     """
-    cls = RetryableError if is_retryable(exc) else FatalExchangeError
+    cls = TransientExchangeError if is_retryable(exc) else FatalExchangeError
     return cls(redact(f"{context}: {type(exc).__name__}: {exc}"))
 
 

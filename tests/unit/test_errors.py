@@ -160,12 +160,13 @@ def test_request_errors_are_not_configuration_errors():
 
 def test_every_exported_exception_is_in_the_tree():
     exported = [getattr(errors, n) for n in errors.__all__]
-    classes = [
+    classes = {
         c
         for c in exported
         if isinstance(c, type) and issubclass(c, Exception) and not issubclass(c, Warning)
-    ]
-    assert len(classes) == 9
+    }
+    assert len(classes) == 9  # RetryableError is TransientExchangeError's former name
+    assert errors.RetryableError is errors.TransientExchangeError
     assert all(issubclass(c, BacktraderCCXTError) for c in classes)
 
 
