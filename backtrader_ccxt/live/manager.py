@@ -29,13 +29,15 @@ from ..venues import VenueAdapter, adapter_for
 from .events import StreamEvent
 from .loopthread import LoopThread
 from .polling import PollingMachine
-from .streammachine import FOREVER, StreamMachine
+from .streammachine import FOREVER, FinalLag, StreamMachine
 from .tap import FrameTap
 from .transport import TransportSettings, WatchGroup
 
 log = logging.getLogger(__name__)
 
 __all__ = ["QueueSource", "StreamManager"]
+
+_YIELDS_BEFORE_REST = 3  # loop turns a clock-woken stream worker gives ccxt's readers first
 
 
 class _Subscription:
@@ -131,6 +133,7 @@ class StreamManager:
         self._routes: dict[tuple[str, str], list[_Subscription]] = {}
         self._groups: dict[tuple[str, str], WatchGroup] = {}
         self._tasks: set[asyncio.Task] = set()
+        self._final_lag = FinalLag()  # how late finals arrive lately, for all the store's feeds
         self.stats = store.stats
 
     # -- backtrader thread -----------------------------------------------------------------
@@ -213,6 +216,7 @@ class StreamManager:
                     stats=self.stats,
                     # backfill once the stream talks, so history meets its first candle
                     stream_first_ms=int(min(3.0, sub.spec.stall_timeout) * 1000),
+                    final_lag=self._final_lag,
                 )
             worker = self._poll_worker(sub) if sub.kind == "poll" else self._stream_worker(sub)
             if sub.kind == "stream":
@@ -423,6 +427,13 @@ class StreamManager:
                 sub.waiter = None
                 if timer is not None:
                     timer.cancel()
+            if timer is not None and not machine.wants_io:
+                # woken by the clock, not by an event: frames that arrived meanwhile may still
+                # sit unread in the sockets when the loop is busy (1,000 finals land at once at
+                # every close). Let the loop read them before asking REST for what the stream
+                # may already have brought.
+                for _ in range(_YIELDS_BEFORE_REST):
+                    await asyncio.sleep(0)
 
 
 async def _fetch(exchange, target: RestTarget, page: Page, machine, clock, asked_ms: int) -> None:

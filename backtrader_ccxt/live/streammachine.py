@@ -56,13 +56,37 @@ from .events import Broken, Fatal, Frame, Healthy, StreamEvent
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FOREVER", "StreamMachine"]
+__all__ = ["FOREVER", "FinalLag", "StreamMachine"]
 
 #: what :meth:`StreamMachine.next_action` returns when only an event can move it on
 FOREVER = math.inf
 
 _MAX_HELD = 10_000  # flagged finals waiting for a fill; beyond that REST brings them too
 _GAP_TRIES = 3  # REST walks that find nothing before a held final, before the gap is absent
+
+
+class FinalLag:
+    """How late flagged finals have been arriving, lately (exchange ms after their close).
+
+    Shared by the feeds of a store: a loop busy with 1,000 finals at every close reads the last
+    of them hundreds of ms late, and a confirmation sent at close + grace would ask REST for a
+    candle whose final is already in a socket buffer. The estimate is the largest recent
+    delay, halving every ``half_life_ms`` of the exchange clock.
+    """
+
+    def __init__(self, half_life_ms: int = 600_000) -> None:
+        self.half_life_ms = half_life_ms
+        self._value = 0.0
+        self._at = 0
+
+    def observe(self, delay_ms: int, at_ms: int) -> None:
+        self._value = max(float(delay_ms), self.value(at_ms))
+        self._at = at_ms
+
+    def value(self, at_ms: int) -> float:
+        if self._value <= 0:
+            return 0.0
+        return self._value * 0.5 ** (max(0, at_ms - self._at) / self.half_life_ms)
 
 
 @dataclass
@@ -94,6 +118,7 @@ class StreamMachine:
         margin_ms: int = 0,
         stats: Counter | None = None,
         stream_first_ms: int | None = None,
+        final_lag: FinalLag | None = None,
     ) -> None:
         self.spec = spec
         self.tf = spec.tf
@@ -103,6 +128,7 @@ class StreamMachine:
         #: every candle opening before this is settled: delivered, or known absent from REST
         self.settled_ms = spec.since_ms
         self.wait_ms = max(spec.grace_ms, final_lag_ms)
+        self._lag = final_lag if final_lag is not None else FinalLag()
         #: REST rows count as closed only once their close is this far behind the request (a
         #: venue's REST may still be finalising a candle just after its close), as in polling
         self._settle_ms = max(0, spec.grace_ms)
@@ -147,8 +173,11 @@ class StreamMachine:
         return self.gate.last_open_ms
 
     def due_ms(self) -> int:
-        """When the next candle is confirmed over REST if the stream has not closed it."""
-        due = self.tf.close_of(self.settled_ms) + self.wait_ms
+        """When the next candle is confirmed over REST if the stream has not closed it: the
+        wait, or longer while finals have lately been arriving later than that (up to a bar)."""
+        close = self.tf.close_of(self.settled_ms)
+        late = min(int(self._lag.value(close) * 1.5), self.tf.ms)
+        due = close + max(self.wait_ms, late)
         if self._confirm_at is not None:
             due = max(due, self._confirm_at)
         return due
@@ -331,6 +360,7 @@ class StreamMachine:
         if frame.final is True:
             if self.forming is not None and self.forming.bar.open_ms <= bar.open_ms:
                 self.forming = None
+            self._lag.observe(frame.recv_ms - bar.close_ms, frame.recv_ms)
             self._offer(bar)
             return
         cur = self.forming

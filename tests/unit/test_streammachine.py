@@ -525,3 +525,16 @@ def test_the_last_candle_before_todate_gets_a_look_after_its_due_time():
     h.run_until(close(6) + 3 * MIN)
     assert h.opens()[-1] == row(6)[0]
     assert h.codes()[-1] == "DISCONNECTED"
+
+
+def test_confirmations_wait_longer_while_finals_arrive_late():
+    # finals have been landing 800 ms after their close (a loop busy with many streams): a
+    # confirmation at close + grace (1 s) would ask REST for what the stream brings at
+    # +800 ms; the wait stretches to 1.5 x the recent delay (capped at a bar)
+    h = started()
+    h.at(close(5) + 800, fin(5, recv=close(5) + 800))
+    due = h.settle()
+    assert close(6) + GRACE < due <= close(6) + 1200  # the estimate decays (half-life 10 min)
+    h.at(close(6) + 1100, fin(6, recv=close(6) + 1100))
+    check_exact(h, 6)
+    assert h.pages == []
