@@ -22,7 +22,7 @@ from ..spec import FeedSpec
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PollingMachine", "PollingSource"]
+__all__ = ["BlockingSource", "PollingMachine", "PollingSource"]
 
 
 class PollingMachine:
@@ -145,19 +145,18 @@ class PollingMachine:
         log.warning("%s: REST unavailable, next try in %.1fs: %s", self.spec.label, delay, exc)
 
 
-class PollingSource:
-    """The default live mode: :class:`PollingMachine` driven from backtrader's own thread.
+class BlockingSource:
+    """A sans-I/O machine driven from backtrader's own thread (no loop thread needed).
 
-    ``get(timeout)`` returns the next bar or status, fetching when one is due; otherwise it
-    waits at most ``timeout`` seconds (on the stop event, so ``stop()`` ends a wait at once)
-    and returns ``None``.
+    ``get(timeout)`` returns the next item of the machine's outbox, doing the requests it asks
+    for (:meth:`_serve`) and otherwise waiting at most ``timeout`` seconds in all (on the stop
+    event, so ``stop()`` ends a wait at once); then it returns ``None``. The machine answers
+    ``next_action(now)`` with a request, a time (exchange ms) to wait until, or ``None``.
     """
 
-    def __init__(self, exchange, spec: FeedSpec, clock, target: RestTarget) -> None:
-        self._exchange = exchange
+    def __init__(self, machine, clock) -> None:
+        self.machine = machine
         self._clock = clock
-        self._target = target
-        self.machine = PollingMachine(spec)
         self._stop = threading.Event()
 
     def start(self) -> None:
@@ -184,26 +183,13 @@ class PollingSource:
             action = m.next_action(now)
             if action is None:
                 return None if not m.outbox else m.outbox.popleft()
-            if isinstance(action, Page):
-                departed: list = []
+            if not isinstance(action, int | float):
                 try:
-                    rows = fetch_page(
-                        self._exchange,
-                        self._target,
-                        action.since_ms,
-                        action.limit,
-                        self._wait,
-                        departed,
-                    )
+                    self._serve(action, now)
                 except Stopped:
                     return None
                 except ExchangeRequestError as exc:
                     m.on_failure(exc, self._clock.now_ms())
-                    continue
-                # closed-ness judged at the time the request left (after ccxt's limiter)
-                if departed and (left := self._clock.at_ms(departed[-1])) is not None:
-                    now = max(now, left - self._clock.margin_ms)
-                m.on_rows(rows, now)
                 continue
             wait_s = self._clock.seconds_until(action + self._clock.margin_ms)
             if deadline is not None:
@@ -213,8 +199,33 @@ class PollingSource:
                     return None
             self._stop.wait(wait_s)
 
+    def _serve(self, action, asked_ms: int) -> None:
+        """Make the request ``action`` and hand the answer to the machine (retries spent:
+        raise the :class:`~..errors.ExchangeRequestError`; asked to stop: raise ``Stopped``)."""
+        raise NotImplementedError
+
     def _wait(self, delay: float) -> bool:
+        """For the retry loops: wait ``delay`` seconds; False when asked to stop."""
         return not self._stop.wait(delay)
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class PollingSource(BlockingSource):
+    """The default live mode: :class:`PollingMachine` driven from backtrader's own thread."""
+
+    def __init__(self, exchange, spec: FeedSpec, clock, target: RestTarget) -> None:
+        super().__init__(PollingMachine(spec), clock)
+        self._exchange = exchange
+        self._target = target
+
+    def _serve(self, page: Page, asked_ms: int) -> None:
+        departed: list = []
+        rows = fetch_page(
+            self._exchange, self._target, page.since_ms, page.limit, self._wait, departed
+        )
+        # closed-ness judged at the time the request left (after ccxt's limiter)
+        if departed and (left := self._clock.at_ms(departed[-1])) is not None:
+            asked_ms = max(asked_ms, left - self._clock.margin_ms)
+        self.machine.on_rows(rows, asked_ms)

@@ -23,7 +23,6 @@ Paging, the part that differs between venues:
 from __future__ import annotations
 
 import logging
-import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -31,9 +30,10 @@ import ccxt
 
 from ..bars import Bar, Status
 from ..errors import ExchangeRequestError, FatalExchangeError
-from ..rest import Stopped, call_with_retry
+from ..rest import call_with_retry
 from ..retry import Backoff
 from ..trades import Trade, TradeGate, parse_trades
+from .polling import BlockingSource
 
 log = logging.getLogger(__name__)
 
@@ -242,57 +242,21 @@ class TradePollingMachine:
         log.warning("%s: REST unavailable, next try in %.1fs: %s", self.spec.label, delay, exc)
 
 
-class TradePollingSource:
+class TradePollingSource(BlockingSource):
     """:class:`TradePollingMachine` driven from backtrader's thread (the feed's source for
     ``timeframe=bt.TimeFrame.Ticks``): ``get(timeout)`` returns the next tick or status, or
     None after waiting at most ``timeout`` seconds (``stop()`` ends a wait at once)."""
 
     def __init__(self, exchange, spec: TradeSpec, clock, retries: int, backoff, redact, notify):
+        super().__init__(TradePollingMachine(spec), clock)
         self._exchange = exchange
-        self._clock = clock
         self._retries = retries
         self._backoff = backoff
         self._redact = redact
         self._notify = notify
-        self.machine = TradePollingMachine(spec)
-        self._stop = threading.Event()
 
-    def start(self) -> None:
-        pass
-
-    def pending(self) -> int:
-        return len(self.machine.outbox)
-
-    @property
-    def done(self) -> bool:
-        return self.machine.done and not self.machine.outbox
-
-    def get(self, timeout: float | None) -> Bar | Status | None:
-        m = self.machine
-        while True:
-            if m.outbox:
-                return m.outbox.popleft()
-            if self._stop.is_set():
-                return None
-            now = self._clock.safe_now_ms()
-            action = m.next_action(now)
-            if action is None:
-                return None
-            if isinstance(action, TradeRequest):
-                try:
-                    raws = self._fetch(action)
-                except Stopped:
-                    return None
-                except ExchangeRequestError as exc:
-                    m.on_failure(exc, self._clock.now_ms())
-                    continue
-                m.on_trades(raws, now)
-                continue
-            wait_s = self._clock.seconds_until(action + self._clock.margin_ms)
-            if timeout is not None and wait_s > timeout:
-                self._stop.wait(timeout)
-                return None
-            self._stop.wait(wait_s)
+    def _serve(self, req: TradeRequest, asked_ms: int) -> None:
+        self.machine.on_trades(self._fetch(req), asked_ms)
 
     def _fetch(self, req: TradeRequest) -> list:
         symbol, params = self.machine.spec.symbol, req.params()
@@ -323,12 +287,9 @@ class TradePollingSource:
             self._retries,
             self._backoff,
             self._redact,
-            lambda d: not self._stop.wait(d),
+            self._wait,
             notify,
         )
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 def paging_for(exchange_id: str) -> str:
