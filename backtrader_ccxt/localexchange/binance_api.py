@@ -9,7 +9,7 @@ from aiohttp import web
 from . import binance_format as fmt
 from . import binance_trades
 from .data import BINANCE_INTERVALS, Candle
-from .protocol import Protocol, Reply
+from .protocol import Protocol, Reply, query_ints
 from .timing import Timing
 
 __all__ = ["BinanceProtocol"]
@@ -86,6 +86,13 @@ class BinanceProtocol(Protocol):
     def _error(self, code: int, msg: str, status: int = 400) -> Reply:
         return Reply(status, fmt.error_body(code, msg))
 
+    def illegal_chars(self, name: str) -> Reply:
+        """Binance's answer to a numeric parameter that is not 1 to 20 digits."""
+        return self._error(
+            fmt.ERR_ILLEGAL_CHARS,
+            f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
+        )
+
     def too_many_requests(self, retry_after: float) -> Reply:
         code, msg = fmt.ERR_TOO_MANY_REQUESTS
         return Reply(429, fmt.error_body(code, msg), {"Retry-After": f"{retry_after:g}"})
@@ -146,18 +153,9 @@ class BinanceProtocol(Protocol):
         timeframe = self.wire_timeframes.get(q["interval"])
         if timeframe is None:
             return self._error(*fmt.ERR_BAD_INTERVAL)
-        ints = {}
-        for name in ("startTime", "endTime", "limit"):
-            raw = q.get(name)
-            if raw is None:
-                continue
-            if not raw.isdigit() or len(raw) > 20:
-                return self._error(
-                    fmt.ERR_ILLEGAL_CHARS,
-                    f"Illegal characters found in parameter '{name}'; legal range is "
-                    "'^[0-9]{1,20}$'.",
-                )
-            ints[name] = int(raw)
+        ints, bad = query_ints(q, ("startTime", "endTime", "limit"))
+        if bad is not None:
+            return self.illegal_chars(bad)
         limit = ints.get("limit", 500)
         if not 1 <= limit <= 1000:
             return self._error(fmt.ERR_BAD_PARAM, "Data sent for parameter 'limit' is not valid.")

@@ -22,7 +22,7 @@ import logging
 from aiohttp import web
 
 from . import binance_format as fmt
-from .protocol import Reply
+from .protocol import Reply, query_ints
 from .trades import LedgerTrade, TradeLedger
 
 __all__ = ["PATHS", "WEIGHTS", "TradeStreams", "parse_trade_stream", "rest"]
@@ -82,18 +82,9 @@ def rest(proto, request: web.Request) -> Reply:
     symbol = proto.by_id.get(q["symbol"])
     if symbol is None or ledger is None:
         return proto._error(*fmt.ERR_BAD_SYMBOL)
-    ints = {}
-    for name in ("fromId", "startTime", "endTime", "limit"):
-        raw = q.get(name)
-        if raw is None:
-            continue
-        if not raw.isdigit() or len(raw) > 20:
-            return proto._error(
-                fmt.ERR_ILLEGAL_CHARS,
-                f"Illegal characters found in parameter '{name}'; legal range is "
-                "'^[0-9]{1,20}$'.",
-            )
-        ints[name] = int(raw)
+    ints, bad = query_ints(q, ("fromId", "startTime", "endTime", "limit"))
+    if bad is not None:
+        return proto.illegal_chars(bad)
     limit = ints.get("limit", 500)
     if not 1 <= limit <= 1000:
         return proto._error(fmt.ERR_BAD_PARAM, "Data sent for parameter 'limit' is not valid.")

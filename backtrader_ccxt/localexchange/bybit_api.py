@@ -9,7 +9,7 @@ from aiohttp import web
 
 from . import bybit_format as fmt
 from .data import Candle
-from .protocol import Protocol, Reply
+from .protocol import Protocol, Reply, query_ints
 from .timing import Timing
 
 __all__ = ["BybitProtocol"]
@@ -115,14 +115,9 @@ class BybitProtocol(Protocol):
         timeframe = self.wire_timeframes.get(q.get("interval", ""))
         if timeframe is None:
             return self._error(fmt.ERR_PARAM, "Invalid interval.")
-        ints = {}
-        for name in ("start", "end", "limit"):
-            raw = q.get(name)
-            if raw is None or raw == "":
-                continue
-            if not raw.isdigit() or len(raw) > 20:
-                return self._error(fmt.ERR_PARAM, f"params error: {name} invalid")
-            ints[name] = int(raw)
+        ints, bad = query_ints(q, ("start", "end", "limit"))
+        if bad is not None:
+            return self._error(fmt.ERR_PARAM, f"params error: {bad} invalid")
         limit = ints.get("limit", DEFAULT_LIMIT)
         if not 1 <= limit <= KLINE_LIMIT:
             return self._error(fmt.ERR_PARAM, "params error: limit invalid")

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from . import okx_format as fmt
 from .data import Candle
-from .protocol import Protocol, Reply
+from .protocol import Protocol, Reply, query_ints
 from .timing import Timing
 
 __all__ = ["OkxProtocol"]
@@ -113,14 +113,9 @@ class OkxProtocol(Protocol):
         timeframe = self.wire_timeframes.get(q.get("bar", "1m"))
         if timeframe is None:
             return self._error(fmt.ERR_PARAM, "Parameter bar error")
-        ints = {}
-        for name in ("after", "before", "limit"):
-            raw = q.get(name)
-            if raw is None or raw == "":
-                continue
-            if not raw.isdigit() or len(raw) > 20:
-                return self._error(fmt.ERR_PARAM, f"Parameter {name} error")
-            ints[name] = int(raw)
+        ints, bad = query_ints(q, ("after", "before", "limit"))
+        if bad is not None:
+            return self._error(fmt.ERR_PARAM, f"Parameter {bad} error")
         limit = ints.get("limit", DEFAULT_LIMIT)
         if limit < 1:
             return self._error(fmt.ERR_PARAM, "Parameter limit error")

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .faults import FaultState
     from .trades import TradeLedger
 
-__all__ = ["PROTOCOLS", "CandleFrame", "Protocol", "Reply", "protocol_class"]
+__all__ = ["PROTOCOLS", "CandleFrame", "Protocol", "Reply", "protocol_class", "query_ints"]
 
 #: Valid values of ``LocalExchange(protocol=...)``.
 PROTOCOLS = ("binance", "okx", "bybit")
@@ -162,6 +162,20 @@ class Protocol:
 
     def extra_timeframes_config(self) -> dict:
         return {t: t for t in self.extra_timeframes}
+
+
+def query_ints(query, names) -> tuple[dict[str, int], str | None]:
+    """The integer query parameters among ``names`` (absent or empty ones left out), and the
+    first that is not 1 to 20 digits (None when all are): each venue words its own error."""
+    ints: dict[str, int] = {}
+    for name in names:
+        raw = query.get(name)
+        if raw is None or raw == "":
+            continue
+        if not raw.isdigit() or len(raw) > 20:
+            return ints, name
+        ints[name] = int(raw)
+    return ints, None
 
 
 def protocol_class(name: str) -> type[Protocol]:
