@@ -906,3 +906,32 @@ def test_clock_jump_sends_each_missed_final_once(protocol):
     for f in frames:
         if f.final:
             assert f.ohlcv == ex.candle_at("BTC/USDT", "1s", f.open_ms)
+
+
+@pytest.mark.parametrize(
+    "protocol, path, param, answer",
+    [
+        ("binance", "/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=1x", "limit", -1100),
+        ("binance", "/api/v3/aggTrades?symbol=BTCUSDT&fromId=-5", "fromId", -1100),
+        ("okx", "/api/v5/market/candles?instId=BTC-USDT&bar=1m&after=soon", "after", "50014"),
+        ("bybit", "/v5/market/kline?category=spot&symbol=BTCUSDT&interval=1&end=x", "end", 10001),
+    ],
+)
+def test_a_numeric_parameter_that_is_not_digits_gets_the_venues_error(
+    protocol, path, param, answer
+):
+    import json as _json
+    import urllib.error
+    import urllib.request
+
+    with LocalExchange(
+        symbols=("BTC/USDT",), timeframes=("1m",), history=10, protocol=protocol
+    ) as ex:
+        try:
+            with urllib.request.urlopen(ex.rest_url + path, timeout=10) as resp:
+                body = _json.loads(resp.read())
+        except urllib.error.HTTPError as err:
+            body = _json.loads(err.read())
+    code = body.get("code", body.get("retCode"))
+    message = body.get("msg", body.get("retMsg", ""))
+    assert code == answer and param in message, body
