@@ -913,7 +913,7 @@ def test_clock_jump_sends_each_missed_final_once(protocol):
     [
         ("binance", "/api/v3/klines?symbol=BTCUSDT&interval=1m&limit=1x", "limit", -1100),
         ("binance", "/api/v3/aggTrades?symbol=BTCUSDT&fromId=-5", "fromId", -1100),
-        ("okx", "/api/v5/market/candles?instId=BTC-USDT&bar=1m&after=soon", "after", "50014"),
+        ("okx", "/api/v5/market/candles?instId=BTC-USDT&bar=1m&after=soon", "after", "51000"),
         ("bybit", "/v5/market/kline?category=spot&symbol=BTCUSDT&interval=1&end=x", "end", 10001),
     ],
 )
