@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     from .demo import add_arguments as demo_args
-    from .download import add_arguments as download_args
+    from .download_cli import add_arguments as download_args
 
     demo = sub.add_parser(
         "demo",
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return demo_command(args)
         if args.command == "download":
-            from .download import run_download
+            from .download_cli import run_download
 
             return run_download(args)
     except KeyboardInterrupt:

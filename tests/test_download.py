@@ -19,11 +19,11 @@ from backtrader_ccxt.__main__ import main
 from backtrader_ccxt.cache import HistoryCache
 from backtrader_ccxt.download import (
     DownloadProgress,
-    ProgressLine,
     download,
     missing_spans,
     parse_time,
 )
+from backtrader_ccxt.download_cli import ProgressLine
 from backtrader_ccxt.errors import ConfigurationError
 from backtrader_ccxt.localexchange import LocalExchange
 
