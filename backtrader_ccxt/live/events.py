@@ -19,8 +19,8 @@ class Frame:
     own closed flag read from the raw frame: True (the venue says this is the candle's final
     state), False (the venue says it is a partial update), None (the venue sends no flag, or
     this frame did not carry one). ``recv_ms`` is the exchange-clock time at which the frame
-    arrived; ``epoch`` counts the connection's breaks (a frame of another epoch came over
-    another connection).
+    arrived; ``epoch`` names the connection that carried it (equal epochs: the same
+    connection; see ``WatchGroup._frame_epoch``).
     """
 
     row: list

@@ -18,6 +18,7 @@ ccxt.pro's handler name and on its per-timeframe cache; the venue tests catch a 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +33,9 @@ __all__ = ["FrameTap", "TapCache"]
 
 #: ``on_row(symbol, timeframe, row, final)``, called on the loop thread as frames arrive
 OnRow = Callable[[str, str, list, "bool | None"], None]
+
+_SERIAL = "_backtrader_ccxt_connection"  # attribute the tap sets on each ccxt client it sees
+_serials = itertools.count(1)
 
 
 class TapCache(ArrayCacheByTimestamp):
@@ -97,6 +101,23 @@ class FrameTap:
         if self._client is not None:
             self.client_of[(symbol, timeframe)] = self._client
         self.on_row(symbol, timeframe, row, final)
+
+    def connection(self) -> int | None:
+        """The serial number of the connection (ccxt client) carrying the frame being handled,
+        or None outside a handled frame. ccxt.pro makes a new client for each connection, so
+        frames still arriving on a socket that is being replaced keep their own connection's
+        number, whenever they are read."""
+        client = self._client
+        if client is None:
+            return None
+        serial = getattr(client, _SERIAL, None)
+        if serial is None:
+            serial = next(_serials)
+            try:
+                setattr(client, _SERIAL, serial)
+            except AttributeError:  # a client that takes no attributes: one number per read
+                pass
+        return serial
 
     def watch(self, symbol: str, timeframe: str) -> None:
         """Make sure frames of ``(symbol, timeframe)`` reach ``on_row`` (idempotent)."""

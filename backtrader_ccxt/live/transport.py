@@ -111,7 +111,15 @@ class WatchGroup:
             # the venue says "partial": nothing the rules use (a flagged candle closes only on
             # its flagged final or from REST); most frames are these, so skip them early
             return
-        self._post(key, Frame(row, final, self._now_ms(), self.epoch))
+        self._post(key, Frame(row, final, self._now_ms(), self._frame_epoch()))
+
+    def _frame_epoch(self) -> int:
+        """The connection a frame came over: the serial of the ccxt client that carried it
+        (so a frame read late off a socket being replaced is not taken for the new one's),
+        or, for rows the tap did not see, this group's break count, negated so that the two
+        never match."""
+        serial = self.tap.connection()
+        return serial if serial is not None else -1 - self.epoch
 
     def _healthy(self) -> None:
         if self.up:
@@ -261,7 +269,7 @@ class WatchGroup:
             self.tap.watch(s, tf)
             now = self._now_ms()
             for row in rows:
-                self._post(key, Frame(list(row), None, now, self.epoch))
+                self._post(key, Frame(list(row), None, now, -1 - self.epoch))
 
     async def _broke(self, reason: str) -> bool:
         """Report a break, then wait before the next attempt. False: give up."""

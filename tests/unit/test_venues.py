@@ -173,3 +173,50 @@ def test_every_adapter_is_consistent_and_the_table_covers_them():
 def test_the_docs_venue_table_is_the_generated_one():
     page = (Path(__file__).resolve().parents[2] / "docs" / "venues.md").read_text()
     assert venue_table() in page, "regenerate: python -m backtrader_ccxt.venues"
+
+
+def test_each_frame_carries_the_connection_that_brought_it_even_when_read_late():
+    # A frame still arriving on a socket that is being replaced must not be taken for one of
+    # the new connection (the timing rule closes a candle only on a successor of the same
+    # connection): the tap names the ccxt client that carried each frame.
+    ex = ccxtpro.kraken()
+    ex.set_markets([market("XBT/USD", "BTC/USD", "spot")])
+    seen: list = []
+    tap = FrameTap(ex, adapter_for("kraken"), lambda *a: seen.append((a[2][0], tap.connection())))
+    tap.watch("BTC/USD", "1m")
+
+    def frame(i: int) -> dict:
+        row = {"symbol": "BTC/USD", "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5}
+        row.update(volume=3.0 + i, interval_begin=f"2024-01-01T00:0{i}:00.000000000Z")
+        return {"channel": "ohlc", "type": "update", "data": [{**row, "interval": 1}]}
+
+    old = SimpleNamespace(url="wss://ws.kraken.com/v2", resolve=lambda *a, **k: None)
+    new = SimpleNamespace(url="wss://ws.kraken.com/v2", resolve=lambda *a, **k: None)
+    ex.handle_ohlcv(old, frame(0))
+    ex.handle_ohlcv(new, frame(1))
+    ex.handle_ohlcv(old, frame(2))  # read late, off the old socket
+    ex.handle_ohlcv(new, frame(3))
+    conns = [c for _open, c in seen]
+    assert conns[0] == conns[2] != conns[1] == conns[3]
+    assert None not in conns
+    assert tap.connection() is None  # outside a handled frame
+
+    # and the transport stamps each Frame with it (the epoch the timing rule compares)
+    from backtrader_ccxt.live.events import Frame
+    from backtrader_ccxt.live.transport import TransportSettings, WatchGroup
+
+    posted: list = []
+    group = WatchGroup(
+        ex,
+        tap,
+        [("BTC/USD", "1m")],
+        TransportSettings(),
+        post=lambda key, event: posted.append(event),
+        now_ms=lambda: 0,
+    )
+    tap.on_row = lambda s, tf, row, final: group.on_row((s, tf), row, final)
+    group.epoch = 7  # breaks counted by the group do not name a connection
+    for client, i in ((old, 4), (new, 5), (old, 6)):
+        ex.handle_ohlcv(client, frame(i))
+    epochs = [e.epoch for e in posted if isinstance(e, Frame)]
+    assert epochs == [conns[0], conns[1], conns[0]]
