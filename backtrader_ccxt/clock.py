@@ -2,7 +2,10 @@
 
 A candle is closed when the *exchange's* clock has passed its close time, so a local clock
 that runs fast would deliver forming candles. The offset is measured once with
-``fetch_time`` (midpoint of the round trip); a clock callable can be injected instead.
+``fetch_time`` (midpoint of the round trip) and then carried on the local *monotonic* clock,
+so a step of the machine's wall clock later (NTP correcting it, a VM resumed) moves nothing:
+the monotonic clock never steps, and follows NTP's rate corrections. A clock callable can be
+injected instead.
 """
 
 from __future__ import annotations
@@ -27,10 +30,20 @@ class ExchangeClock:
     that runs 60x faster passes 60 so waits are converted correctly).
     """
 
-    def __init__(self, now: Callable[[], float] | None = None, rate: float = 1.0) -> None:
+    def __init__(
+        self,
+        now: Callable[[], float] | None = None,
+        rate: float = 1.0,
+        *,
+        _wall: Callable[[], float] = time.time,
+        _mono: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._now = now
         self.rate = float(rate) if now is not None else 1.0
-        self.offset_ms = 0.0
+        self._wall = _wall
+        self._mono = _mono
+        #: exchange ms = monotonic ms + this, once measured (None: the wall clock is used)
+        self._mono_offset_ms: float | None = None
         #: how far our reading of the exchange clock may run ahead of it (half the round
         #: trip of the measurement, plus 2 ms); 0 for an injected clock
         self.margin_ms = 0
@@ -38,17 +51,29 @@ class ExchangeClock:
         #: how long ccxt's rate limiter held the measuring request (kept out of the offset)
         self.waited_ms = 0.0
 
+    @property
+    def offset_ms(self) -> float:
+        """Exchange time minus the local wall clock, now (ms)."""
+        if self._now is not None:
+            return float(self._now()) - self._wall() * 1000.0
+        if self._mono_offset_ms is None:
+            return 0.0
+        return self._mono() * 1000.0 + self._mono_offset_ms - self._wall() * 1000.0
+
     def now_ms(self) -> int:
         if self._now is not None:
             return int(self._now())
-        return int(time.time() * 1000 + self.offset_ms)
+        if self._mono_offset_ms is not None:
+            return int(self._mono() * 1000.0 + self._mono_offset_ms)
+        return int(self._wall() * 1000)
 
     def at_ms(self, wall_s: float) -> int | None:
-        """The exchange time at a moment of the local wall clock (``time.time()``), or None
-        for an injected clock (which has no relation to the wall clock)."""
+        """The exchange time at a recent moment of the local wall clock (``time.time()``,
+        as ccxt and :mod:`.departures` stamp requests), or None for an injected clock (which
+        has no relation to the wall clock)."""
         if self._now is not None:
             return None
-        return int(wall_s * 1000 + self.offset_ms)
+        return int(self.now_ms() - (self._wall() - wall_s) * 1000.0)
 
     def safe_now_ms(self) -> int:
         """A time the exchange has certainly reached: for deciding that a candle closed."""
@@ -72,15 +97,17 @@ class ExchangeClock:
         # fetch_time first waits out the limiter's delay (100+ ms on some venues), which
         # would bias the offset by half of it. ccxt stamps the moment the request leaves,
         # after the throttle, in lastRestRequestTimestamp.
-        called = time.time()
+        called = self._wall()
         server_ms = exchange.fetch_time()
-        t1 = time.time()
+        t1 = self._wall()
+        mono1 = self._mono()
         left = getattr(exchange, "lastRestRequestTimestamp", 0) or 0
         t0 = left / 1000.0 if called - 0.001 <= left / 1000.0 <= t1 else called
         if not isinstance(server_ms, int | float):
             # an unreadable body (ccxt returns None for it): retryable, like a bad page
             raise ccxt.BadResponse(f"{exchange.id} fetch_time returned {server_ms!r}")
-        self.offset_ms = float(server_ms) - (t0 + t1) * 500.0
+        # the server's stamp belongs to the round trip's midpoint, (t1 - t0) / 2 before t1
+        self._mono_offset_ms = float(server_ms) - (mono1 - (t1 - t0) / 2.0) * 1000.0
         # the true offset lies within half the round trip of this one (plus the 1 ms steps
         # of the stamps): every "closed by now" judgement keeps that margin
         self.margin_ms = int((t1 - t0) * 500.0) + 2

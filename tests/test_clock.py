@@ -37,3 +37,37 @@ def test_the_rate_limiters_wait_does_not_bias_the_offset(ex):
 def test_an_injected_clock_has_no_margin():
     clock = ExchangeClock(lambda: 1_000_000.0, rate=60)
     assert clock.now_ms() == 1_000_000 and clock.margin_ms == 0 and clock.rate == 60
+
+
+class _Venue:
+    """A sync ccxt-like exchange whose clock runs ``ahead_ms`` ahead of the true time."""
+
+    has = {"fetchTime": True}
+    id = "venue"
+
+    def __init__(self, true_time, ahead_ms: float) -> None:
+        self.true_time = true_time
+        self.ahead_ms = ahead_ms
+        self.lastRestRequestTimestamp = 0
+
+    def fetch_time(self) -> int:
+        return int(self.true_time() * 1000 + self.ahead_ms)
+
+
+def test_a_wall_clock_step_after_the_measurement_moves_nothing():
+    # The machine's wall clock is stepped 5 s forward after the store measured the offset
+    # (NTP correcting it, a VM resumed): exchange time must not jump with it, or a candle
+    # 5 s from its close would be judged closed.
+    true = [1_700_000_000.0]
+    step = [0.0]
+    clock = ExchangeClock(_wall=lambda: true[0] + step[0], _mono=lambda: true[0] - 1e6)
+    venue = _Venue(lambda: true[0], ahead_ms=1234)
+    clock.sync(venue)
+    exchange_now = true[0] * 1000 + 1234
+    assert abs(clock.now_ms() - exchange_now) <= 1
+    true[0] += 60.0  # a minute passes
+    step[0] = 5.0  # and the wall clock steps
+    assert abs(clock.now_ms() - (true[0] * 1000 + 1234)) <= 1
+    # a request stamped on the (stepped) wall clock a second ago maps to the right time
+    assert abs(clock.at_ms(true[0] + step[0] - 1.0) - (true[0] * 1000 + 1234 - 1000)) <= 1
+    assert abs(clock.offset_ms - (1234 - 5000)) <= 1  # exchange minus the stepped wall
