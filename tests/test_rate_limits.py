@@ -51,7 +51,12 @@ def test_paged_backfill_is_spaced_by_ccxts_rate_limiter():
         probe = ccxt.binance()
         spacing = probe.rateLimit * _klines_cost(probe, 500)
         gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
-        assert min(gaps) >= spacing * 0.9, (gaps, spacing)
+        # ccxt spaces the requests' departures; the exchange stamps their arrivals, each late
+        # by however long its busy server thread took to read it. Over the whole walk those
+        # delays cancel out but for the first and last stamp; each single gap keeps at least
+        # half the spacing (without the limiter they are a few ms).
+        assert times[-1] - times[0] >= spacing * len(gaps) - 50, (gaps, spacing)
+        assert min(gaps) >= spacing * 0.5, (gaps, spacing)
 
 
 def _klines_cost(exchange, limit: int) -> float:
