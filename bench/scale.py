@@ -10,7 +10,9 @@ backfill) run for S seconds after every feed reported LIVE. Measured over that l
   threads: backtrader's (feeds + probe strategy), the store's loop thread (ccxt.pro and the
   stream manager) - together "plugin" - the local exchange's server, and the floor;
 * delivery lag: from the server writing a candle's final frame (benchlib.Emissions) to the
-  strategy's next() seeing that bar, over all symbols;
+  strategy's next() seeing that bar, over all symbols, split at the moment the store's loop
+  thread put the bar in the feed's queue for backtrader ("queued": the loop's share; the
+  rest is backtrader's thread: the feed's wait in ``_load`` and cerebro's loop);
 * bars lost: candles that closed in the window at least 1.5 s before the stop (ground truth:
   ``ex.candles``) that the strategy never saw, plus bars with wrong values and duplicates
   (all must be 0); "late >1s" counts bars seen more than a second after their final frame;
@@ -42,6 +44,28 @@ import benchlib as bl
 
 from backtrader_ccxt import CCXTStore
 from backtrader_ccxt.localexchange import LocalExchange
+
+
+@contextlib.contextmanager
+def queue_stamps():
+    """``{(symbol, open_ms): time.time()}`` of each bar as the loop thread queues it for
+    backtrader (a bench-only wrap of the subscription's ``emit``; the package is unchanged)."""
+    from backtrader_ccxt.bars import Bar
+    from backtrader_ccxt.live import manager
+
+    stamps: dict[tuple[str, int], float] = {}
+    original = manager._Subscription.emit
+
+    def emit(self, item):
+        if isinstance(item, Bar):
+            stamps.setdefault((self.spec.symbol, item.open_ms), time.time())
+        return original(self, item)
+
+    manager._Subscription.emit = emit
+    try:
+        yield stamps
+    finally:
+        manager._Subscription.emit = original
 
 
 def symbols_for(n: int) -> list[str]:
@@ -114,7 +138,7 @@ def run_size(ex, emitted, n: int, seconds: float, variant_name: str) -> dict:
     before = ex.stats.snapshot()
     t0 = time.time()
     try:
-        with apply_variant(variant_name):
+        with apply_variant(variant_name), queue_stamps() as queued_at:
             strat = cerebro.run()[0]
         after = ex.stats.snapshot()
     finally:
@@ -124,7 +148,7 @@ def run_size(ex, emitted, n: int, seconds: float, variant_name: str) -> dict:
     wall = t_end - t_live
 
     # delivery lag and exactness, per symbol
-    lag, frame, watch = [], [], []
+    lag, frame, watch, queued, waited = [], [], [], [], []
     lost = wrong = dup = late = 0
     lo_ms = (int(t_live * 1000) // 1000 + 1) * 1000  # first candle opening after LIVE
     hi_ms = (int((t_end - 1.5) * 1000) // 1000) * 1000  # closed (and due) well before the stop
@@ -138,6 +162,10 @@ def run_size(ex, emitted, n: int, seconds: float, variant_name: str) -> dict:
             if not live or t_emit is None or t_emit < t_live:
                 continue
             lag.append((t_seen - t_emit) * 1000)
+            t_queued = queued_at.get((s, open_ms))
+            if t_queued is not None:
+                queued.append((t_queued - t_emit) * 1000)
+                waited.append((t_seen - t_queued) * 1000)
             if (t_seen - t_emit) > 1.0:
                 late += 1
         for open_ms in range(lo_ms, hi_ms + 1, 1000):
@@ -181,6 +209,8 @@ def run_size(ex, emitted, n: int, seconds: float, variant_name: str) -> dict:
         "floor_frame_lag": bl.summary(frame),
         "floor_watch_lag": bl.summary(watch),
         "lag_values": lag,
+        "queued_lag": bl.summary(queued),
+        "backtrader_wait": bl.summary(waited),
         "bars_checked": len(syms) * max(0, (hi_ms - lo_ms) // 1000 + 1),
         "lost": lost,
         "wrong": wrong,
@@ -252,6 +282,13 @@ def main(argv=None) -> int:
               r["floor_frame_lag"]["p99"], r["lag"]["p99"] - r["floor_frame_lag"]["p99"],
               r["floor_watch_lag"]["p99"]] for r in rs],
             f"{variant}: CPU in % of one core over the live window; lag in ms from the final frame",
+        )  # fmt: skip
+        print()
+        bl.table(
+            ["symbols", "frame -> queued p50", "p99", "queued -> next() p50", "p99"],
+            [[r["n"], r["queued_lag"]["p50"], r["queued_lag"]["p99"], r["backtrader_wait"]["p50"],
+              r["backtrader_wait"]["p99"]] for r in rs],
+            f"{variant}: where the lag is spent (ms): the store's loop thread, then backtrader's",
         )  # fmt: skip
         print()
         bl.table(
