@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 __all__ = ["QueueSource", "StreamManager"]
 
 _YIELDS_BEFORE_REST = 3  # loop turns a clock-woken stream worker gives ccxt's readers first
+_READ_WAIT_MS = 5000  # a connection read nothing for this (a quarter bar, at least 1 s): quiet
 
 
 class _Subscription:
@@ -53,6 +54,7 @@ class _Subscription:
         self.last_open_ms: int | None = None
         self.task: asyncio.Task | None = None
         self.finished = False
+        self.read_wait_for: int | None = None  # the due time the worker last waited to read
 
     def emit(self, item: Bar | Status) -> bool:
         if isinstance(item, Bar):
@@ -432,8 +434,59 @@ class StreamManager:
                 # sit unread in the sockets when the loop is busy (1,000 finals land at once at
                 # every close). Let the loop read them before asking REST for what the stream
                 # may already have brought.
+                await self._read_before_confirming(sub, machine, loop)
                 for _ in range(_YIELDS_BEFORE_REST):
                     await asyncio.sleep(0)
+
+    async def _read_before_confirming(self, sub: _Subscription, machine, loop) -> None:
+        """Before a due-time confirmation: if the venue stamps its frames and the feed's
+        connection has not yet been read up to the due time, wait until it has (or an
+        event wakes the worker, or ``_READ_WAIT`` of a bar passes). A loop that reads a
+        final late would read a REST answer just as late: the confirmation cannot win, and
+        1,000 of them at every close are what kept a busy store behind."""
+        clock = self._store.clock
+        due = machine.due_ms()
+        if (
+            machine.phase != "live"
+            or machine.stream_broken
+            or clock.safe_now_ms() < due
+            or sub.read_wait_for == due
+        ):
+            return
+        group = self._groups.get(sub.key)
+        if group is None or group.broken:
+            return
+        serial = group.tap.behind(sub.key[0], sub.key[1], due)
+        if serial is None:
+            return
+        sub.read_wait_for = due  # once per due time: then REST, whatever the socket holds
+        self.stats["confirm_read_waits"] += 1
+        tap = group.tap
+        quiet_ms = max(1000, min(_READ_WAIT_MS, machine.tf.ms // 4))
+        give_up = loop.time() + sub.spec.stall_timeout
+        while True:
+            read_before = tap.read_until.get(serial)
+            waiter = sub.waiter = loop.create_future()
+            tap.when_read(serial, due, waiter)
+            timer = loop.call_later(clock.seconds_until(clock.now_ms() + quiet_ms), sub.wake)
+            try:
+                await waiter
+            finally:
+                sub.waiter = None
+                timer.cancel()
+            read = tap.read_until.get(serial)
+            if read is not None and read >= due:
+                why = "read"  # read up to the due time: what has not come is not coming
+            elif read is None or read == read_before:
+                why = "quiet"  # nothing read for a while: a quiet connection
+            elif machine.wants_io or machine.phase != "live" or machine.stream_broken:
+                why = "event"
+            elif loop.time() >= give_up:
+                why = "stall"
+            else:
+                continue  # still reading older frames (a backlog): wait while it drains
+            self.stats[f"confirm_read_wait_{why}"] += 1
+            return
 
 
 async def _fetch(exchange, target: RestTarget, page: Page, machine, clock, asked_ms: int) -> None:

@@ -78,6 +78,28 @@ class FinalLag:
         self.half_life_ms = half_life_ms
         self._value = 0.0
         self._at = 0
+        self._peers: Counter = Counter()  # live machines per bar size (ms)
+        self._final_closes: dict[int, int] = {}  # bar size -> latest close with a final
+
+    def join(self, tf_ms: int) -> None:
+        self._peers[tf_ms] += 1
+
+    def leave(self, tf_ms: int) -> None:
+        self._peers[tf_ms] = max(0, self._peers[tf_ms] - 1)
+
+    def peers(self, tf_ms: int) -> int:
+        """How many feeds of this bar size share the estimate."""
+        return self._peers[tf_ms]
+
+    def final_seen(self, tf_ms: int, close_ms: int) -> None:
+        """A flagged final of a candle of this size closing at ``close_ms`` arrived (for any
+        feed, stale or not): the venue has been sending that close's finals."""
+        if close_ms > self._final_closes.get(tf_ms, -1):
+            self._final_closes[tf_ms] = close_ms
+
+    def latest_final_close(self, tf_ms: int) -> int | None:
+        """The latest close of this bar size any feed has had a flagged final for."""
+        return self._final_closes.get(tf_ms)
 
     def observe(self, delay_ms: int, at_ms: int) -> None:
         self._value = max(float(delay_ms), self.value(at_ms))
@@ -129,6 +151,7 @@ class StreamMachine:
         self.settled_ms = spec.since_ms
         self.wait_ms = max(spec.grace_ms, final_lag_ms)
         self._lag = final_lag if final_lag is not None else FinalLag()
+        self._lag.join(self.tf.ms)
         #: REST rows count as closed only once their close is this far behind the request (a
         #: venue's REST may still be finalising a candle just after its close), as in polling
         self._settle_ms = max(0, spec.grace_ms)
@@ -237,9 +260,30 @@ class StreamMachine:
             return self.next_action(now_ms)
         due = self.due_ms()
         if now_ms >= due:
+            late_everywhere = self._finals_late_everywhere(now_ms)
+            if late_everywhere is not None:
+                return late_everywhere
             self._start_walk("confirm")
             return self.next_action(now_ms)
         return due
+
+    def _finals_late_everywhere(self, now_ms: int) -> int | None:
+        """When to look again, if no feed of this bar size has had its final for the candle
+        due now (the venue is late with every final, not this stream: confirming now would
+        send one REST call per feed at once); None to confirm now. Within a bar of the close
+        only, and never while this stream is broken (confirmations are its fills then)."""
+        if self.stream_broken or self._lag.peers(self.tf.ms) < 2:
+            return None
+        close = self.tf.close_of(self.settled_ms)
+        latest = self._lag.latest_final_close(self.tf.ms)
+        # finals came for the candle before (the venue flags them, they flow) and none yet
+        # for this one, for any feed
+        if latest is None or latest >= close or latest < self.settled_ms:
+            return None
+        if now_ms >= close + self.tf.ms:
+            return None
+        self.stats["confirm_deferred"] += 1
+        return min(close + self.tf.ms, now_ms + max(50, self.wait_ms // 4))
 
     def _start_walk(self, purpose: str) -> None:
         self._need = None
@@ -353,6 +397,8 @@ class StreamMachine:
             if self.forming is not None:
                 self.forming.tainted = True
             return
+        if frame.final is True:
+            self._lag.final_seen(self.tf.ms, bar.close_ms)
         last = self.gate.last_open_ms
         if last is not None and bar.open_ms <= last:
             self.stats["stream_stale"] += 1
@@ -480,6 +526,7 @@ class StreamMachine:
         if self.phase == "done":
             return
         self.phase = "done"
+        self._lag.leave(self.tf.ms)
         self._pager = None
         self._need = None
         self.held.clear()

@@ -67,11 +67,16 @@ class FrameTap:
         #: carried a candle frame (monotonic): pings and acks do not count as talking
         self.client_of: dict[tuple[str, str], object] = {}
         self.client_heard: dict[int, float] = {}
+        #: per connection serial: the venue's send time of the latest candle frame handled
+        #: on it (venues whose adapter reads one), and who waits for it to reach a time
+        self.read_until: dict[int, int] = {}
+        self._until_waiters: dict[int, list[tuple[int, object]]] = {}
         self.unreadable = 0
         self._wrap()
 
     def _wrap(self) -> None:
         read = self.adapter.read_flags
+        read_event = self.adapter.read_event_ms
         original = getattr(self.exchange, "handle_ohlcv", None)
         if original is None:
             return
@@ -91,6 +96,8 @@ class FrameTap:
                 original(client, message)
             finally:
                 self._flags = None
+                if read_event is not None:
+                    self._read_to(client, message, read_event)
                 self._client = None
 
         exchange.handle_ohlcv = handle_ohlcv
@@ -101,6 +108,54 @@ class FrameTap:
         if self._client is not None:
             self.client_of[(symbol, timeframe)] = self._client
         self.on_row(symbol, timeframe, row, final)
+
+    def _read_to(self, client, message, read_event) -> None:
+        """After a frame was handled: its send time is how far its connection has been read
+        (a connection delivers in the order the venue sent)."""
+        try:
+            sent = read_event(message)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            sent = None
+        if sent is None:
+            return
+        serial = self.connection()
+        if serial is None or sent <= self.read_until.get(serial, -1):
+            return
+        self.read_until[serial] = sent
+        waiters = self._until_waiters.get(serial)
+        if waiters:
+            keep = []
+            for until, fut in waiters:
+                if until <= sent:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    keep.append((until, fut))
+            self._until_waiters[serial] = keep
+
+    def behind(self, symbol: str, timeframe: str, until_ms: int) -> int | None:
+        """The serial of the connection carrying ``(symbol, timeframe)`` if the frames its
+        venue sent before ``until_ms`` may not all have been read yet (the last one handled
+        was sent earlier); None if they have, or nobody can tell (no send times, no frame yet,
+        or that connection was replaced)."""
+        client = self.client_of.get((symbol, timeframe))
+        serial = getattr(client, _SERIAL, None)
+        if serial is None:
+            return None
+        clients = getattr(self.exchange, "clients", None) or {}
+        if clients.get(getattr(client, "url", None)) is not client:
+            return None  # closed: its frames are all read, whatever they were
+        sent = self.read_until.get(serial)
+        if sent is None or sent >= until_ms:
+            return None
+        return serial
+
+    def when_read(self, serial: int, until_ms: int, fut) -> None:
+        """Resolve ``fut`` once a frame sent at or after ``until_ms`` has been handled on the
+        connection ``serial`` (the caller keeps its own timeout)."""
+        waiters = self._until_waiters.setdefault(serial, [])
+        waiters[:] = [(u, f) for u, f in waiters if not f.done()]
+        waiters.append((until_ms, fut))
 
     def connection(self) -> int | None:
         """The serial number of the connection (ccxt client) carrying the frame being handled,

@@ -12,12 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["FlagReader", "VenueAdapter"]
+__all__ = ["EventTimeReader", "FlagReader", "VenueAdapter"]
 
 #: ``(exchange, client, message) -> {open_ms: final}`` for a raw candle frame, or None when
 #: the message is not one of the candle frames the feeds watch. ``final`` is True for a frame
 #: the venue marks final, False for one it marks partial, None where the frame has no flag.
 FlagReader = Callable[[object, object, object], "dict[int, bool | None] | None"]
+
+#: ``(message) -> ms`` the venue's own send time of a raw candle frame, or None without one
+EventTimeReader = Callable[[object], "int | None"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,10 @@ class VenueAdapter:
       ``"timing"`` where the venue sends no flag (the generic rule of
       :mod:`..live.streammachine`).
     - ``read_flags``: see :data:`FlagReader`; None for ``"timing"`` venues.
+    - ``read_event_ms``: see :data:`EventTimeReader`; None where the venue's candle frames
+      carry no send time (OKX). With it, a feed knows how far its connection has been read:
+      a confirmation over REST waits until the loop has read the frames the venue sent up to
+      the confirmation's due time (a busy loop reads the final late; REST cannot beat it).
     - ``final_lag_ms``: how long after a candle's close its flagged final may still arrive on
       a healthy connection (OKX sends it after the successor's first update at times). The
       stream waits that long (at least the feed's grace) before confirming over REST.
@@ -53,6 +60,7 @@ class VenueAdapter:
     name: str
     rule: str = "timing"
     read_flags: FlagReader | None = None
+    read_event_ms: EventTimeReader | None = None
     final_lag_ms: int = 0
     streams_per_watch: int = 200
     subscribe_interval: float = 0.25

@@ -26,10 +26,17 @@ def read_flags(exchange, client, message) -> dict | None:
     return {(symbol, timeframe, int(kline["t"])): flag if isinstance(flag, bool) else None}
 
 
+def read_event_ms(message) -> int | None:
+    """The kline event's ``E`` (the venue's send time, ms)."""
+    event = message.get("E") if isinstance(message, dict) else None
+    return event if isinstance(event, int) and not isinstance(event, bool) else None
+
+
 ADAPTER = VenueAdapter(
     name="binance",
     rule="flag",
     read_flags=read_flags,
+    read_event_ms=read_event_ms,
     final_lag_ms=0,
     streams_per_watch=200,
     streams_per_instance=1000,

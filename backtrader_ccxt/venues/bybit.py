@@ -33,10 +33,17 @@ def read_flags(exchange, client, message) -> dict | None:
     return out
 
 
+def read_event_ms(message) -> int | None:
+    """The message's ``ts`` (the venue's send time, ms)."""
+    event = message.get("ts") if isinstance(message, dict) else None
+    return event if isinstance(event, int) and not isinstance(event, bool) else None
+
+
 ADAPTER = VenueAdapter(
     name="bybit",
     rule="flag",
     read_flags=read_flags,
+    read_event_ms=read_event_ms,
     final_lag_ms=1000,
     streams_per_watch=10,
     subscribe_interval=0.1,

@@ -34,10 +34,17 @@ def read_flags(exchange, client, message) -> dict | None:
     return out
 
 
+def read_event_ms(message) -> int | None:
+    """The message's ``time_ms`` (the venue's send time, ms)."""
+    event = message.get("time_ms") if isinstance(message, dict) else None
+    return event if isinstance(event, int) and not isinstance(event, bool) else None
+
+
 ADAPTER = VenueAdapter(
     name="gate",
     rule="flag-or-timing",
     read_flags=read_flags,
+    read_event_ms=read_event_ms,
     final_lag_ms=1000,
     streams_per_watch=100,
     notes="result.w marks the final where present (may be missing: then the timing rule)",

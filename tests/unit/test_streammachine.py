@@ -538,3 +538,66 @@ def test_confirmations_wait_longer_while_finals_arrive_late():
     h.at(close(6) + 1100, fin(6, recv=close(6) + 1100))
     check_exact(h, 6)
     assert h.pages == []
+
+
+def _peers(n: int):
+    from backtrader_ccxt.live.streammachine import FinalLag
+
+    shared = FinalLag()
+    hs = []
+    for _ in range(n):
+        h = Harness(StreamMachine(spec(), final_lag=shared), Venue(M1, ROWS), NOW0)
+        h.settle()
+        assert h.codes() == ["LIVE"]
+        h.pages.clear()
+        hs.append(h)
+    return hs
+
+
+def test_a_venue_late_with_every_final_gets_no_storm_of_confirmations():
+    # Finals flowed for candle 5; for candle 6 none has come for any feed by its due time:
+    # the venue is late with all of them (or its sender is behind), not one stream lost its
+    # final. 1,000 feeds confirming at once would each ask REST for what the stream is
+    # about to bring; they wait (at most a bar), and the finals come.
+    a, b = _peers(2)
+    for h in (a, b):
+        h.at(close(5), fin(5))
+    late = close(6) + GRACE + 700
+    for h in (a, b):
+        h.run_until(late - 1)
+        assert h.pages == []  # deferred, past the due time
+    for h in (a, b):
+        h.at(late, fin(6, recv=late))
+        check_exact(h, 6)
+        assert h.pages == []
+    assert a.m.stats["confirm_deferred"] > 0
+
+
+def test_a_final_lost_by_one_feed_is_confirmed_once_a_peer_has_its_own():
+    a, b = _peers(2)
+    for h in (a, b):
+        h.at(close(5), fin(5))
+    a.at(close(6) + 20, fin(6, recv=close(6) + 20))  # b's final of candle 6 is lost
+    b.run_until(close(6) + GRACE)
+    check_exact(b, 6)
+    assert len(b.pages) == 1  # confirmed at its due time: the venue did send candle 6's finals
+
+
+def test_when_no_final_comes_for_anyone_the_confirmation_goes_a_bar_after_the_close():
+    a, b = _peers(2)
+    for h in (a, b):
+        h.at(close(5), fin(5))
+    for h in (a, b):
+        h.run_until(close(6) + MIN - 1)
+        assert h.pages == []
+        h.run_until(close(6) + MIN)
+        check_exact(h, 6)
+        assert len(h.pages) == 1
+
+
+def test_a_single_feed_confirms_at_its_due_time_as_before():
+    (h,) = _peers(1)
+    h.at(close(5), fin(5))
+    h.run_until(close(6) + GRACE)
+    check_exact(h, 6)
+    assert len(h.pages) == 1

@@ -220,3 +220,53 @@ def test_each_frame_carries_the_connection_that_brought_it_even_when_read_late()
         ex.handle_ohlcv(client, frame(i))
     epochs = [e.epoch for e in posted if isinstance(e, Frame)]
     assert epochs == [conns[0], conns[1], conns[0]]
+
+
+def test_the_tap_knows_how_far_each_connection_has_been_read():
+    # Binance stamps each kline event with its send time (E). After a frame sent at E has
+    # been handled, every frame the venue sent before E on that connection has been too:
+    # a confirmation due at T need not go to REST while the connection is read only to E < T.
+    import asyncio
+
+    ex = ccxtpro.binance()
+    ex.set_markets([market("BTCUSDT", "BTC/USDT", "spot")])
+    tap = FrameTap(ex, adapter_for("binance"), lambda *a: None)
+    tap.watch("BTC/USDT", "1m")
+    url = "wss://stream.binance.com:9443/stream"
+    client = SimpleNamespace(url=url, resolve=lambda *a, **k: None)
+    ex.clients[url] = client
+
+    def kline(sent: int) -> dict:
+        k = {"t": 60_000, "T": 119_999, "s": "BTCUSDT", "i": "1m", "o": "1", "h": "2"}
+        k.update(l="0.5", c="1.5", v="3", x=False)
+        return {"e": "kline", "E": sent, "s": "BTCUSDT", "k": k}
+
+    assert tap.behind("BTC/USDT", "1m", 120_500) is None  # no frame yet: nobody can tell
+    ex.handle_ohlcv(client, kline(119_000))
+    serial = tap.behind("BTC/USDT", "1m", 120_500)
+    assert serial is not None
+    loop = asyncio.new_event_loop()
+    try:
+        fut = loop.create_future()
+        tap.when_read(serial, 120_500, fut)
+        ex.handle_ohlcv(client, kline(120_400))
+        assert not fut.done() and tap.behind("BTC/USDT", "1m", 120_500) == serial
+        ex.handle_ohlcv(client, kline(120_600))  # sent after the due time: read that far
+        assert fut.done()
+        assert tap.behind("BTC/USDT", "1m", 120_500) is None
+        assert tap.behind("BTC/USDT", "1m", 121_000) == serial
+        ex.clients.pop(url)  # the connection was replaced: its frames are all read
+        assert tap.behind("BTC/USDT", "1m", 121_000) is None
+    finally:
+        loop.close()
+
+
+@needs_data
+def test_send_times_are_read_from_the_real_frames():
+    from backtrader_ccxt.venues import binance, bybit
+
+    msgs = [r["msg"]["data"] for r in records("binance/binance_ws_kline_messages.jsonl")]
+    assert [binance.read_event_ms(m) for m in msgs] == [m["E"] for m in msgs]
+    msgs = [r["msg"] for r in records("bybit/bybit_v5_ws_kline1_messages.jsonl")]
+    assert [bybit.read_event_ms(m) for m in msgs] == [m["ts"] for m in msgs]
+    assert binance.read_event_ms({"E": "1"}) is None and bybit.read_event_ms([]) is None
