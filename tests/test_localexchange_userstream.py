@@ -247,3 +247,123 @@ def test_listen_key_stream(venue):
     assert client.publicDeleteUserDataStream({"listenKey": key}) == {}
     with pytest.raises(ccxt.ExchangeError, match="-1125"):
         client.publicPutUserDataStream({"listenKey": key})
+
+
+async def closed(ws) -> bool:
+    """Whether the server cut the connection (what a client of a dropped stream sees)."""
+    msg = await asyncio.wait_for(ws.ws.receive(), WAIT)
+    return msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR)
+
+
+def test_duplicate_execution_reports(venue):
+    ex, acct = venue
+    client = rest(ex, acct)
+    client.load_markets()
+    ex.faults.duplicate_execution_reports(1)
+
+    async def main():
+        async with UserWs(ex, acct) as ws:
+            await asyncio.to_thread(client.create_order, SYMBOL, "market", "buy", 0.01)
+            return await ws.events(4)
+
+    first, again, trade, account = run(main())
+    assert first == again and first["x"] == "NEW"  # the same report twice
+    assert trade["x"] == "TRADE" and account["e"] == "outboundAccountPosition"
+    assert ex.faults.counts["duplicate_report"] == 1
+    assert len(ex.ledger.fills(acct)) == 1
+
+
+def test_reordered_reports_leave_ccxt_pro_showing_a_stale_status(venue):
+    ex, acct = venue
+    ex.faults.reorder_execution_reports(1)
+
+    async def main():
+        client = ccxt.pro.binance(ex.ccxt_config(account=acct))
+        try:
+            await client.load_markets()
+            balance = asyncio.ensure_future(client.watch_balance())
+            orders = asyncio.ensure_future(client.watch_orders(SYMBOL))
+            await eventually_async(lambda: ex.stats.ws_messages_sent >= 1)
+            order = await client.create_order(SYMBOL, "market", "buy", 0.01)
+            await asyncio.wait_for(orders, WAIT)
+            await asyncio.wait_for(balance, WAIT)  # pushed after both reports
+            cached = client.orders.hashmap[SYMBOL][order["id"]]
+            return order, dict(cached)
+        finally:
+            await client.close()
+
+    order, cached = run(main())
+    # TRADE (FILLED) arrived first, then the older NEW: ccxt.pro's cache went back to it
+    assert cached["status"] == "open" and cached["filled"] == 0
+    assert order["status"] == "closed" and ex.ledger.orders(acct)[0]["status"] == "FILLED"
+    assert ex.faults.counts["reordered_report"] == 1
+
+
+def test_drop_user_stream_breaks_ccxt_pro_watch(venue):
+    ex, acct = venue
+
+    async def main():
+        client = ccxt.pro.binance(ex.ccxt_config(account=acct))
+        try:
+            await client.load_markets()
+            watch = asyncio.ensure_future(client.watch_orders(SYMBOL))
+            await eventually_async(lambda: ex.stats.ws_messages_sent >= 1)
+            dropped = await asyncio.to_thread(ex.faults.drop_user_stream)
+            with pytest.raises(ccxt.NetworkError):
+                await asyncio.wait_for(watch, WAIT)
+            return dropped
+        finally:
+            await client.close()
+
+    assert run(main()) == 1
+    assert ex.faults.counts["user_stream_drop"] == 1
+
+
+def test_drop_user_stream_during_fill_the_fill_is_in_rest_only(venue):
+    ex, acct = venue
+    client = rest(ex, acct)
+    client.load_markets()
+    ex.faults.drop_user_stream_during_fill(1)
+
+    async def main():
+        async with UserWs(ex, acct) as ws:
+            await asyncio.to_thread(client.create_order, SYMBOL, "market", "buy", 0.01)
+            return await closed(ws), ws.frames
+
+    was_closed, frames = run(main())
+    assert was_closed and [f for f in frames if "event" in f] == []
+    [fill] = ex.ledger.fills(acct)
+    assert [t["id"] for t in client.fetch_my_trades(SYMBOL)] == [str(fill["id"])]
+    assert ex.faults.counts["drop_during_fill"] == 1
+
+
+def test_fill_while_disconnected(venue):
+    ex, acct = venue
+    client = rest(ex, acct)
+    client.load_markets()
+
+    async def main():
+        async with UserWs(ex, acct) as ws:
+            await asyncio.to_thread(ex.faults.fill_while_disconnected, 1)
+            assert await closed(ws)
+        # while the fault lasts, a new user-data connection is cut as it opens
+        async with (
+            aiohttp.ClientSession() as s,
+            s.ws_connect(f"ws://127.0.0.1:{ex.port}/ws-api/v3") as raw,
+        ):
+            msg = await asyncio.wait_for(raw.receive(), WAIT)
+            assert msg.type in (
+                aiohttp.WSMsgType.CLOSE,
+                aiohttp.WSMsgType.CLOSED,
+                aiohttp.WSMsgType.ERROR,
+            )
+        await asyncio.to_thread(client.create_order, SYMBOL, "market", "buy", 0.01)
+        # the fill ended the fault: subscriptions are served again, the next order is seen
+        async with UserWs(ex, acct) as ws:
+            await asyncio.to_thread(client.create_order, SYMBOL, "market", "sell", 0.01)
+            return await ws.events(3)
+
+    new, trade, _ = run(main())
+    fills = ex.ledger.fills(acct)
+    assert len(fills) == 2 and trade["t"] == fills[1]["id"] and new["i"] == 2
+    assert ex.faults.counts["fill_while_disconnected"] == 1
