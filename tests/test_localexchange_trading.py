@@ -389,3 +389,17 @@ def test_cancel_races_fill_the_fill_wins(venue):
     assert fill["price"] == limit and fill["qty"] == Decimal("0.01")
     assert ex.ledger.balances(acct)["USDT"][1] == 0
     assert ex.faults.counts["cancel_race"] == 1
+
+
+def test_trading_is_binance_only_and_accounts_are_checked():
+    with pytest.raises(ValueError, match="'binance' only; this exchange speaks 'okx'"):
+        LocalExchange(symbols=(SYMBOL,), protocol="okx").add_account({"USDT": 1})
+    ex = LocalExchange(symbols=(SYMBOL,), timeframes=("1s",), history=10)
+    with pytest.raises(ValueError, match="fee_rate must be in"):
+        ex.add_account(fee_rate=1.5)
+    with pytest.raises(ValueError, match="asset must be an upper-case code"):
+        ex.add_account({"usdt": 1})
+    stranger = LocalExchange(symbols=(SYMBOL,)).add_account({"USDT": 1})
+    with ex:
+        with pytest.raises(ValueError, match="not an account of this exchange"):
+            ex.ccxt_config(account=stranger)

@@ -367,3 +367,38 @@ def test_fill_while_disconnected(venue):
     fills = ex.ledger.fills(acct)
     assert len(fills) == 2 and trade["t"] == fills[1]["id"] and new["i"] == 2
     assert ex.faults.counts["fill_while_disconnected"] == 1
+
+
+def test_a_fast_clock_fills_resting_orders_on_its_own_time():
+    base, start, speed = time.time(), time.monotonic(), 30.0
+
+    def fast():
+        return base + (time.monotonic() - start) * speed
+
+    ex = LocalExchange(symbols=(SYMBOL,), timeframes=("1s",), history=120, clock=fast)
+    acct = ex.add_account(balances={"USDT": 10_000})
+    with ex:
+        client = rest(ex, acct)
+        client.load_markets()
+
+        async def main():
+            async with UserWs(ex, acct) as ws:
+                price = await asyncio.to_thread(
+                    lambda: ex.trades(SYMBOL, since_ms=ex.now_ms() - 5000)[-1]["price"]
+                )
+                limit = round(price * 0.9999, 2)
+                await asyncio.to_thread(client.create_order, SYMBOL, "limit", "buy", 0.01, limit)
+                calls = ex.stats.rest_calls
+                await ws.events(2)  # NEW + the lock
+                trade = (await ws.events(1))[0]  # pushed by the matching timer
+                assert ex.stats.rest_calls == calls  # no request drove it
+                return limit, trade
+
+        limit, trade = run(main())
+        assert trade["x"] == "TRADE" and trade["X"] == "FILLED" and float(trade["L"]) == limit
+        crossing = next(
+            t
+            for t in ex.trades(SYMBOL, since_ms=ex.ledger.orders(acct)[0]["time"] + 1)
+            if t["price"] <= limit
+        )
+        assert trade["T"] == crossing["timestamp"] == ex.ledger.fills(acct)[0]["time"]
