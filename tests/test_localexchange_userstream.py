@@ -311,11 +311,18 @@ def test_drop_user_stream_breaks_ccxt_pro_watch(venue):
             dropped = await asyncio.to_thread(ex.faults.drop_user_stream)
             with pytest.raises(ccxt.NetworkError):
                 await asyncio.wait_for(watch, WAIT)
-            return dropped
+            # the next call reconnects and subscribes again: the next order is seen
+            sent = ex.stats.ws_messages_sent
+            again = asyncio.ensure_future(client.watch_orders(SYMBOL))
+            await eventually_async(lambda: ex.stats.ws_messages_sent > sent)  # subscribed
+            order = await client.create_order(SYMBOL, "market", "buy", 0.01)
+            seen = await asyncio.wait_for(again, WAIT)
+            return dropped, order, seen
         finally:
             await client.close()
 
-    assert run(main()) == 1
+    dropped, order, seen = run(main())
+    assert dropped == 1 and seen[-1]["id"] == order["id"]
     assert ex.faults.counts["user_stream_drop"] == 1
 
 
