@@ -137,3 +137,16 @@ def test_answers_depend_on_the_clock_reading_only():
             engine.advance(NOW + 1_800_000 * i // steps)
         runs.append([(f.order_id, f.price, f.qty, f.time) for f in ledger.fills(acct)])
     assert runs[0] == runs[1] and runs[0]
+
+
+def test_cancel_race_on_a_stop_market_buy_never_overdraws():
+    ledger, acct, engine, path = make()
+    p = path.last(SYMBOL, NOW).price
+    stop = q(p * Decimal("1.001"))
+    # all the cash the stop price allows: a fill at a higher price could not be paid
+    qty = (Decimal(100_000) / stop / Decimal("1.002")).quantize(Decimal("0.00001"), "ROUND_DOWN")
+    req = OrderRequest(SYMBOL, "BUY", "STOP_LOSS", qty, None, None, stop)
+    order, _ = engine.place(acct, req, NOW)
+    ledger.debit(acct, "USDT", ledger.free(acct, "USDT"))  # nothing spare either
+    engine.fill_now(order, NOW)  # at the current price p < stop: affordable
+    assert order.status == "FILLED" and ledger.free(acct, "USDT") >= 0
