@@ -409,3 +409,33 @@ def test_a_fast_clock_fills_resting_orders_on_its_own_time():
             if t["price"] <= limit
         )
         assert trade["T"] == crossing["timestamp"] == ex.ledger.fills(acct)[0]["time"]
+
+
+def test_websocket_api_orders_and_a_lost_reply_that_never_times_out(venue):
+    ex, acct = venue
+
+    async def main():
+        client = ccxt.pro.binance(ex.ccxt_config(account=acct))
+        try:
+            await client.load_markets()
+            market = await client.create_order_ws(SYMBOL, "market", "buy", 0.01)
+            limit = await client.create_order_ws(SYMBOL, "limit", "buy", 0.01, 10_000)
+            status = (await client.fetch_order_ws(limit["id"], SYMBOL))["status"]
+            canceled = await client.cancel_order_ws(limit["id"], SYMBOL)
+            with pytest.raises(ccxt.OrderNotFound, match="-2011"):
+                await client.cancel_order_ws(limit["id"], SYMBOL)
+            await asyncio.to_thread(ex.faults.lose_order_reply, 1)
+            lost = asyncio.ensure_future(client.create_order_ws(SYMBOL, "market", "buy", 0.01))
+            await eventually_async(lambda: len(ex.ledger.orders(acct)) == 3)
+            booked_without_reply = not lost.done()  # create_order_ws has no timeout of its own
+            lost.cancel()
+            return market, status, canceled, booked_without_reply
+        finally:
+            await client.close()
+
+    market, status, canceled, booked_without_reply = run(main())
+    snaps = ex.ledger.orders(acct)
+    assert market["status"] == "closed" and snaps[0]["status"] == "FILLED"
+    assert status == "open" and canceled["status"] == "canceled"
+    assert snaps[1]["status"] == "CANCELED" and snaps[2]["status"] == "FILLED"
+    assert booked_without_reply and ex.faults.counts["lost_order_reply"] == 1
