@@ -437,3 +437,12 @@ def test_recv_window_limits(venue):
         client.fetch_balance()
     assert client.fetch_balance({"recvWindow": 30_000})["USDT"]["free"] == 10_000
     ex.faults.clock_skew(0)
+
+
+def test_test_orders_and_a_429_book_nothing(venue):
+    ex, acct, client, _ = venue
+    assert client.create_order(SYMBOL, "market", "buy", 0.01, None, {"test": True})["id"] is None
+    ex.faults.rest_errors("429", path="/api/v3/order")
+    with pytest.raises(ccxt.DDoSProtection):  # a NetworkError, like a timeout
+        client.create_order(SYMBOL, "market", "buy", 0.01)
+    assert ex.ledger.orders(acct) == [] and ex.ledger.create_requests(acct) == []

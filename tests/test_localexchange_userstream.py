@@ -377,12 +377,20 @@ def test_fill_while_disconnected(venue):
 
 
 def test_a_fast_clock_fills_resting_orders_on_its_own_time():
-    base, start, speed = time.time(), time.monotonic(), 30.0
+    class FastClock:  # stands still until started, then runs 30 times real time
+        def __init__(self):
+            self.base, self.started = time.time(), None
 
-    def fast():
-        return base + (time.monotonic() - start) * speed
+        def start(self):
+            self.started = time.monotonic()
 
-    ex = LocalExchange(symbols=(SYMBOL,), timeframes=("1s",), history=120, clock=fast)
+        def __call__(self):
+            if self.started is None:
+                return self.base
+            return self.base + (time.monotonic() - self.started) * 30.0
+
+    clock = FastClock()
+    ex = LocalExchange(symbols=(SYMBOL,), timeframes=("1s",), history=120, clock=clock)
     acct = ex.add_account(balances={"USDT": 10_000})
     with ex:
         client = rest(ex, acct)
@@ -390,13 +398,14 @@ def test_a_fast_clock_fills_resting_orders_on_its_own_time():
 
         async def main():
             async with UserWs(ex, acct) as ws:
-                price = await asyncio.to_thread(
-                    lambda: ex.trades(SYMBOL, since_ms=ex.now_ms() - 5000)[-1]["price"]
-                )
-                limit = round(price * 0.9999, 2)
+                now = ex.now_ms()
+                price = (await asyncio.to_thread(ex.trades, SYMBOL, now - 5000))[-1]["price"]
+                limit = round(price * 0.9999, 2)  # below the price: it rests
                 await asyncio.to_thread(client.create_order, SYMBOL, "limit", "buy", 0.01, limit)
+                new, lock = await ws.events(2)
+                assert new["x"] == "NEW" and lock["e"] == "outboundAccountPosition"
                 calls = ex.stats.rest_calls
-                await ws.events(2)  # NEW + the lock
+                clock.start()
                 trade = (await ws.events(1))[0]  # pushed by the matching timer
                 assert ex.stats.rest_calls == calls  # no request drove it
                 return limit, trade

@@ -54,6 +54,7 @@ __all__ = ["PATHS", "WS_API_PATH", "BinancePrivate", "symbol_rules"]
 PATHS = (
     "/api/v3/account",
     "/api/v3/order",
+    "/api/v3/order/test",
     "/api/v3/openOrders",
     "/api/v3/allOrders",
     "/api/v3/myTrades",
@@ -225,6 +226,9 @@ class BinancePrivate:
         desk.sync()
         if path == "/api/v3/account" and method == "GET":
             return self._json(self._account(account, params))
+        if path == "/api/v3/order/test" and method == "POST":
+            self._request(params)  # the parameters' checks only: nothing is booked
+            return self._json({})
         if path == "/api/v3/order":
             if method == "POST":
                 return self._new_order(account, params)
