@@ -446,3 +446,14 @@ def test_test_orders_and_a_429_book_nothing(venue):
     with pytest.raises(ccxt.DDoSProtection):  # a NetworkError, like a timeout
         client.create_order(SYMBOL, "market", "buy", 0.01)
     assert ex.ledger.orders(acct) == [] and ex.ledger.create_requests(acct) == []
+
+
+def test_a_market_order_at_a_candles_start_fills_at_its_open(venue):
+    ex, acct, client, clock = venue
+    open_ms = (ex.now_ms() // 1000 + 2) * 1000
+    clock.t = (open_ms + 1) / 1000  # just after the open: the candle's first trade only
+    client.create_order(SYMBOL, "market", "buy", 0.01)
+    clock.t += 2
+    candle = ex.candle_at(SYMBOL, "1s", open_ms)
+    [fill] = ex.ledger.fills(acct)
+    assert fill["price"] == Decimal(repr(candle[1])) and fill["time"] == open_ms + 1
