@@ -448,3 +448,21 @@ def test_websocket_api_orders_and_a_lost_reply_that_never_times_out(venue):
     assert status == "open" and canceled["status"] == "canceled"
     assert snaps[1]["status"] == "CANCELED" and snaps[2]["status"] == "FILLED"
     assert booked_without_reply and ex.faults.counts["lost_order_reply"] == 1
+
+
+def test_stream_faults_wait_for_a_listener(venue):
+    ex, acct = venue
+    client = rest(ex, acct)
+    client.load_markets()
+    ex.faults.drop_user_stream_during_fill(1)
+    client.create_order(SYMBOL, "market", "buy", 0.01)  # nobody listens: nothing to drop
+    assert ex.faults.counts["drop_during_fill"] == 0
+    assert ex.faults.pending()["drop_user_stream_during_fill"] == 1
+
+    async def main():
+        async with UserWs(ex, acct) as ws:
+            await asyncio.to_thread(client.create_order, SYMBOL, "market", "sell", 0.01)
+            return await closed(ws)
+
+    assert run(main())
+    assert ex.faults.counts["drop_during_fill"] == 1 and ex.faults.counts["user_stream_drop"] == 1
