@@ -167,6 +167,8 @@ def test_client_order_ids_unique_among_open_orders_only(venue):
             SYMBOL, "market", "buy", 0.01, None, {"clientOrderId": "bt-" + "a" * 36}
         )
     assert len(ex.ledger.orders(acct)) == 3
+    snap = ex.stats.snapshot()
+    assert (snap["orders_accepted"], snap["orders_rejected"], snap["fills"]) == (3, 2, 2)
 
 
 def test_market_order_given_a_price_is_sent_as_quote_order_qty(venue):

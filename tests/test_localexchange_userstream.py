@@ -271,6 +271,7 @@ def test_duplicate_execution_reports(venue):
     assert trade["x"] == "TRADE" and account["e"] == "outboundAccountPosition"
     assert ex.faults.counts["duplicate_report"] == 1
     assert len(ex.ledger.fills(acct)) == 1
+    assert ex.stats.user_events_sent == 4
 
 
 def test_reordered_reports_leave_ccxt_pro_showing_a_stale_status(venue):

@@ -371,7 +371,12 @@ class BinancePrivate:
 
     def _place(self, account: Account, params: dict) -> tuple[dict, bool]:
         """Book an order; its reply and whether ``lose_order_reply`` eats that reply."""
-        req = self._request(params)
+        try:
+            req = self._request(params)
+        except _Bad:
+            if self.desk.stats is not None:
+                self.desk.stats.orders_rejected += 1
+            raise
         order = self.desk.place(account, req, params)
         body = self._order_reply(order, params.get("newOrderRespType") or "FULL")
         st = self.desk.faults

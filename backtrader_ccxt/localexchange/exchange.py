@@ -384,6 +384,7 @@ class LocalExchange:
                 exact_clock=self._exact_clock,
                 poll_interval=self.poll_interval,
             )
+            self._desk.stats = self.stats
         desk = self._desk
         desk.engine.path = path
         if self.protocol == "binance":

@@ -152,3 +152,4 @@ class UserStreams:
                     text = json.dumps(body, separators=(",", ":"))
                     for _ in range(times):
                         hub.send(conn, text)
+                        hub.stats.user_events_sent += 1
