@@ -475,6 +475,12 @@ class StreamManager:
                 sub.waiter = None
                 timer.cancel()
             read = tap.read_until.get(serial)
+            if read == read_before:
+                # the timer may fire first after the loop was held up (a busy thread holding
+                # the GIL): let ccxt handle what the sockets brought meanwhile, then judge
+                for _ in range(_YIELDS_BEFORE_REST):
+                    await asyncio.sleep(0)
+                read = tap.read_until.get(serial)
             if read is not None and read >= due:
                 why = "read"  # read up to the due time: what has not come is not coming
             elif read is None or read == read_before:
