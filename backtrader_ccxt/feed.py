@@ -665,6 +665,7 @@ class CCXTFeed(bt.feed.DataBase):
                 tradepolling.backoff_for(store),
                 store.redact,
                 store.notify,
+                store.stats,
             )
         if p.use_websocket:
             self.mode = "websocket"

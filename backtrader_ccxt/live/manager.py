@@ -441,7 +441,7 @@ class StreamManager:
 
     async def _tick_poll_worker(self, sub: _Subscription) -> None:
         """The threaded tick feed: :class:`TradePollingMachine` on the loop."""
-        machine = TradePollingMachine(sub.spec)
+        machine = TradePollingMachine(sub.spec, self.stats)
         clock = self._store.clock
         exchange = self._rest_exchange()
         while True:

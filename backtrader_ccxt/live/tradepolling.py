@@ -137,7 +137,7 @@ class TradePollingMachine:
     :meth:`on_failure`; ticks and statuses collect in ``outbox`` in delivery order.
     """
 
-    def __init__(self, spec: TradeSpec) -> None:
+    def __init__(self, spec: TradeSpec, stats=None) -> None:
         self.spec = spec
         self.outbox: deque[Bar | Status] = deque([Status("DELAYED", "backfilling trades")])
         self.gate = TradeGate()
@@ -157,6 +157,7 @@ class TradePollingMachine:
         self._back: list[Trade] = []  # "back" paging: the pages of the walk under way
         self._back_cursor: int | None = None
         self.cut = 0  # "back" walks that could not reach their target (trades lost to REST)
+        self.stats = stats  # a Counter (the store's stats) or None
 
     def next_action(self, now_ms: int) -> TradeRequest | int | None:
         if self.done:
@@ -221,6 +222,8 @@ class TradePollingMachine:
                 self._back_cursor = cursor
                 return
             self.cut += 1
+            if self.stats is not None:
+                self.stats["trades_cut"] += 1
             log.warning(
                 "%s: REST keeps only the newest %d trades: older missed trades are lost",
                 self.spec.label,
@@ -320,8 +323,10 @@ class TradePollingSource(BlockingSource):
     ``timeframe=bt.TimeFrame.Ticks``): ``get(timeout)`` returns the next tick or status, or
     None after waiting at most ``timeout`` seconds (``stop()`` ends a wait at once)."""
 
-    def __init__(self, exchange, spec: TradeSpec, clock, retries: int, backoff, redact, notify):
-        super().__init__(TradePollingMachine(spec), clock)
+    def __init__(
+        self, exchange, spec: TradeSpec, clock, retries: int, backoff, redact, notify, stats=None
+    ):
+        super().__init__(TradePollingMachine(spec, stats), clock)
         self._exchange = exchange
         self._retries = retries
         self._backoff = backoff

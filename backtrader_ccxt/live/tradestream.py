@@ -57,8 +57,7 @@ class TradeStreamMachine(TradePollingMachine):
     def __init__(
         self, spec: TradeSpec, stream_first_ms: int = 3000, stats: Counter | None = None
     ) -> None:
-        super().__init__(spec)
-        self.stats = stats if stats is not None else Counter()
+        super().__init__(spec, stats if stats is not None else Counter())
         self.started = False  # the backfill walk has begun
         self.walking = False  # a REST walk is under way
         self.stream_down = False
