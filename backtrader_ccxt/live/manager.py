@@ -23,6 +23,7 @@ import asyncio
 import logging
 import queue
 import threading
+from collections import deque
 
 from ..bars import Bar, Status
 from ..errors import ExchangeRequestError, FatalExchangeError
@@ -105,20 +106,32 @@ class QueueSource:
     def __init__(self, manager: StreamManager, sub: _Subscription) -> None:
         self._manager = manager
         self._sub = sub
+        self._ready: deque = deque()  # taken from the queue in one go, in order
         self.done = False
 
     def start(self) -> None:
         pass
 
     def pending(self) -> int:
-        return self._sub.out.qsize()
+        # no lock: cerebro asks this of every data on every turn, while the loop thread puts
+        # a tick per trade (len of a deque is one atomic read)
+        return len(self._ready) + len(self._sub.out.queue)
 
     def get(self, timeout: float | None) -> Bar | Status | None:
-        self._manager.activate()
-        try:
-            item = self._sub.out.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        ready = self._ready
+        if not ready:
+            self._manager.activate()
+            out = self._sub.out
+            with out.mutex:  # everything queued, in one lock (a busy tick feed: many)
+                ready.extend(out.queue)
+                out.queue.clear()
+        if ready:
+            item = ready.popleft()
+        else:
+            try:
+                item = self._sub.out.get(timeout=timeout)
+            except queue.Empty:
+                return None
         if isinstance(item, Status) and (item.code == "DISCONNECTED" or item.fatal):
             self.done = True
         return item

@@ -334,6 +334,8 @@ class TradePollingSource(BlockingSource):
         self._notify = notify
 
     def _serve(self, req: TradeRequest, asked_ms: int) -> None:
+        if self.machine.stats is not None:
+            self.machine.stats["rest_calls"] += 1
         self.machine.on_trades(self._fetch(req), asked_ms)
 
     def _fetch(self, req: TradeRequest) -> list:
