@@ -107,8 +107,9 @@ class CCXTFeed(bt.feed.DataBase):
       - ``ws_reconnect_delay`` / ``ws_max_reconnect_delay`` (seconds, default 1 / 30): capped
         exponential backoff with jitter between reconnects (and between REST retries once a
         live poll's own retries are spent); reset after a healthy message.
-      - ``ws_stall_timeout`` (seconds, default None = 3 bars, within 10..90 s): a stream silent
-        this long is treated as dead, reconnected and REST-filled.
+      - ``ws_stall_timeout`` (seconds, default None = 3 bars, within 10..90 s; 60 s for a
+        tick feed): a stream silent this long is treated as dead, reconnected and REST-filled
+        (a tick feed on a pair quieter than that reconnects each time: raise it there).
       - ``ws_max_connection_age`` (seconds, default 43200 = 12 h; None: never): a connection
         this old is closed and reopened on purpose (Binance cuts every connection at 24 h;
         sockets of long runs degrade), with the same REST fill as after any break.

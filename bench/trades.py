@@ -112,7 +112,8 @@ class Counter(bt.Strategy):
     params = (("until", None), ("rss", False))
 
     def __init__(self) -> None:
-        self.seen: list[tuple[float, int]] = []
+        self.seen: list[tuple[float, int]] = []  # not kept in the memory run (it would grow)
+        self.count = 0
         self.rss: list[tuple[float, float, int]] = []
         self._next_rss = 0.0
         self.live = False
@@ -125,10 +126,12 @@ class Counter(bt.Strategy):
         now = time.time()
         ms = round((self.data.datetime.datetime(0) - EPOCH) / timedelta(milliseconds=1)) - 1
         if self.live:
-            self.seen.append((now, ms))
+            self.count += 1
+            if not self.p.rss:
+                self.seen.append((now, ms))
         if self.p.rss and now >= self._next_rss:
             self._next_rss = now + 5.0
-            self.rss.append((now, bl.rss_mb(), len(self.seen)))
+            self.rss.append((now, bl.rss_mb(), self.count))
         if self.p.until is not None and now >= self.p.until:
             self.env.runstop()
 
@@ -203,7 +206,7 @@ def run_memory(protocol: str, speed: float, seconds: float) -> dict:
     samples = strat.rss
     return {
         "samples": [(round(t - samples[0][0], 1), round(m, 1), n) for t, m, n in samples],
-        "trades": len(strat.seen),
+        "trades": strat.count,
     }
 
 
@@ -214,6 +217,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, help="measured window per consumer (default 10)")
     ap.add_argument("--memory-seconds", type=float, help="the long tick run (default 120)")
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--memory-only", action="store_true", help="only the long tick run")
     ap.add_argument("--protocol", default="binance", choices=("binance", "okx", "bybit"))
     args = ap.parse_args(argv)
     speeds = [float(s) for s in (args.speeds or ("100,1600" if args.quick else "100,400,1600"))
@@ -223,7 +227,7 @@ def main(argv=None) -> int:
     bl.print_machine()
     print(f"trades: {SYMBOL} on {args.protocol}, {seconds:g} s windows, speeds {speeds}")
     results = {}
-    for speed in speeds:
+    for speed in [] if args.memory_only else speeds:
         results[speed] = run_speed(args.protocol, speed, seconds, list(MODES))
         print(f"  speed {speed:g}: done")
     rows = []
