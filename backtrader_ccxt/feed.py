@@ -75,8 +75,9 @@ class CCXTFeed(bt.feed.DataBase):
       - ``timeframe=bt.TimeFrame.Ticks``: a tick feed, every public trade once (open = high
         = low = close = price, volume = amount, stamped at the trade's time + 1 ms, the close of
         its millisecond, so ``resampledata`` gives the venue's candles), backfilled from
-        ``fromdate`` or the last ``backfill_bars`` trades; REST polling mode only so far
-        (:mod:`~.live.tradepolling`).
+        ``fromdate`` or the last ``backfill_bars`` trades, then live by REST polling
+        (:mod:`~.live.tradepolling`, every ``poll_grace``, default 1 s), the threaded
+        poller, or WebSocket (``watch_trades``: :mod:`~.live.tradestream`).
       - ``name`` (str): the name backtrader shows for the feed.
       - ``timeframe`` / ``compression``: the exchange bar size, as backtrader constants
         (``bt.TimeFrame.Minutes``, 15) or a ccxt string in ``timeframe`` (``'15m'``).
@@ -106,8 +107,9 @@ class CCXTFeed(bt.feed.DataBase):
       - ``ws_reconnect_delay`` / ``ws_max_reconnect_delay`` (seconds, default 1 / 30): capped
         exponential backoff with jitter between reconnects (and between REST retries once a
         live poll's own retries are spent); reset after a healthy message.
-      - ``ws_stall_timeout`` (seconds, default None = 3 bars, within 10..90 s): a stream silent
-        this long is treated as dead, reconnected and REST-filled.
+      - ``ws_stall_timeout`` (seconds, default None = 3 bars, within 10..90 s; 60 s for a
+        tick feed): a stream silent this long is treated as dead, reconnected and REST-filled
+        (a tick feed on a pair quieter than that reconnects each time: raise it there).
       - ``ws_max_connection_age`` (seconds, default 43200 = 12 h; None: never): a connection
         this old is closed and reopened on purpose (Binance cuts every connection at 24 h;
         sockets of long runs degrade), with the same REST fill as after any break.
@@ -487,7 +489,11 @@ class CCXTFeed(bt.feed.DataBase):
                 f"tzinput={p.tzinput!r} is not supported: exchange candles are UTC; valid "
                 "choices: None (use tz= to show bars and read fromdate/todate in a zone)"
             )
-        if p.use_websocket and not self._store.has("watchOHLCV", websocket=True):
+        if (
+            p.use_websocket
+            and not self._ticks
+            and not self._store.has("watchOHLCV", websocket=True)
+        ):
             raise CapabilityError(
                 f"exchange {self._store.exchange_id!r} has no WebSocket OHLCV (ccxt.pro "
                 "watchOHLCV); valid choices: use_websocket=False (REST polling, the default) "
@@ -506,17 +512,23 @@ class CCXTFeed(bt.feed.DataBase):
 
     def _check_tick_params(self) -> None:
         p = self.p
-        for name in ("use_websocket", "use_threaded_data", "cache", "fetch_ohlcv_params"):
+        for name in ("cache", "fetch_ohlcv_params"):
             if getattr(p, name):
                 raise ConfigurationError(
                     f"timeframe=bt.TimeFrame.Ticks cannot be combined with {name}="
-                    f"{getattr(p, name)!r} yet; valid choices: a tick feed in REST polling mode "
-                    f"(the default), or a candle timeframe with {name}"
+                    f"{getattr(p, name)!r}; valid choices: a tick feed without {name}, or a "
+                    f"candle timeframe with {name}"
                 )
         if not self._store.has("fetchTrades"):
             raise CapabilityError(
                 f"exchange {self._store.exchange_id!r} has no fetchTrades: no tick feed; valid "
                 "choices: a candle timeframe such as '1m'"
+            )
+        if p.use_websocket and not self._store.has("watchTrades", websocket=True):
+            raise CapabilityError(
+                f"exchange {self._store.exchange_id!r} has no WebSocket trades (ccxt.pro "
+                "watchTrades); valid choices: use_websocket=False (REST polling, the default) "
+                "or use_threaded_data=True"
             )
 
     def _tick_spec(self, symbol: str, now: int) -> tradepolling.TradeSpec:
@@ -527,11 +539,15 @@ class CCXTFeed(bt.feed.DataBase):
         since = None
         if p.fromdate is not None and p.backfill_start:
             since = to_utc_ms(p.fromdate, tz)
+        stall = p.ws_stall_timeout if p.ws_stall_timeout is not None else 60.0
+        options = getattr(store.exchange, "options", None) or {}
+        venue = tradepolling.venue_paging(store.exchange_id, options)
+        limit = min(limit, venue.pop("max_page", limit))
         return tradepolling.TradeSpec(
+            **venue,
             symbol=symbol,
             since_ms=since,
             page_limit=limit,
-            paging=tradepolling.paging_for(store.exchange_id),
             until_ms=None if p.todate is None else to_utc_ms(p.todate, tz) + 1,
             historical=bool(p.historical),
             backfill_trades=p.backfill_bars if p.backfill_start else 0,
@@ -539,6 +555,11 @@ class CCXTFeed(bt.feed.DataBase):
             retries=store.retries,
             reconnect_delay=float(p.ws_reconnect_delay),
             max_reconnect_delay=float(p.ws_max_reconnect_delay),
+            stall_timeout=float(stall),
+            max_connection_age=None
+            if p.ws_max_connection_age is None
+            else float(p.ws_max_connection_age),
+            reconnections=p.ws_reconnections,
         )
 
     def _make_spec(self) -> FeedSpec:
@@ -629,6 +650,12 @@ class CCXTFeed(bt.feed.DataBase):
         p = self.p
         store = self._store
         spec = self.spec
+        if self._ticks and p.use_websocket:
+            self.mode = "websocket"
+            return store.manager.subscribe(spec, "tickstream")
+        if self._ticks and p.use_threaded_data:
+            self.mode = "threaded"
+            return store.manager.subscribe(spec, "tickpoll")
         if self._ticks:
             self.mode = "polling"
             return tradepolling.TradePollingSource(
@@ -639,6 +666,7 @@ class CCXTFeed(bt.feed.DataBase):
                 tradepolling.backoff_for(store),
                 store.redact,
                 store.notify,
+                store.stats,
             )
         if p.use_websocket:
             self.mode = "websocket"

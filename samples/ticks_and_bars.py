@@ -3,11 +3,13 @@
 
 The feed is a tick feed (``timeframe=bt.TimeFrame.Ticks``): every public trade once, as a
 tick (open = high = low = close = the price, volume = the amount), backfilled from
-``fromdate`` over REST, then polled. ``cerebro.resampledata`` of that feed builds bars of a
-size the venue may not offer (10 seconds here); they equal the venue's candles where it has
-them. Offline by default (the local exchange's trades); on a real exchange:
+``fromdate`` over REST, then live by REST polling (default), the threaded poller or
+WebSocket (``--mode threaded|websocket``). ``cerebro.resampledata`` of that feed builds bars
+of a size the venue may not offer (10 seconds here); they equal the venue's candles where it
+has them. Offline by default (the local exchange's trades, ``--protocol binance|okx|bybit``);
+on a real exchange:
 
-    python samples/ticks_and_bars.py --exchange binance --symbol BTC/USDT
+    python samples/ticks_and_bars.py --exchange binance --symbol BTC/USDT --mode websocket
 """
 
 from __future__ import annotations
@@ -68,12 +70,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--symbol", default="BTC/USDT")
     parser.add_argument("--seconds", type=int, default=10, help="bar size (default 10 s)")
     parser.add_argument("--bars", type=int, default=3, help="live bars to print (default 3)")
+    parser.add_argument("--mode", default="polling", choices=("polling", "threaded", "websocket"))
+    parser.add_argument(
+        "--protocol", default="binance", choices=("binance", "okx", "bybit"), help="local only"
+    )
     args = parser.parse_args(argv)
 
     with contextlib.ExitStack() as stack:
         if args.exchange == "local":
-            ex = stack.enter_context(LocalExchange(symbols=(args.symbol,), timeframes=("1s",)))
-            store = CCXTStore("binance", config=ex.ccxt_config())
+            ex = stack.enter_context(
+                LocalExchange(symbols=(args.symbol,), timeframes=("1s",), protocol=args.protocol)
+            )
+            store = CCXTStore(args.protocol, config=ex.ccxt_config())
         else:
             store = CCXTStore(args.exchange)
         step_ms = args.seconds * 1000
@@ -84,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
             name=f"{args.symbol} ticks",
             timeframe=bt.TimeFrame.Ticks,
             fromdate=datetime(1970, 1, 1) + timedelta(milliseconds=first_open),
-            poll_grace=0.25,  # a tick feed polls this often
+            poll_grace=0.25,  # a tick feed polls this often (REST modes)
+            use_threaded_data=args.mode == "threaded",
+            use_websocket=args.mode == "websocket",
         )
         cerebro = bt.Cerebro(stdstats=False)
         cerebro.adddata(ticks)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 
 import aiohttp
 import ccxt
@@ -271,3 +272,134 @@ def test_a_rehearsal_serves_trades_of_the_users_own_history():
         assert key(got) == key(ex.trades("ETH/USDT"))
         bars, _ = aggregate(got, "1m", ex.now_ms())
         assert bars == ex.candles("ETH/USDT", "1m") == rows[:100]
+
+
+# -- OKX v5 and Bybit v5 ----------------------------------------------------------------------
+
+
+def test_okx_recent_and_history_trades_page_back_by_trade_id_to_the_ledger():
+    symbol = "BTC/USDT"
+    with LocalExchange(
+        symbols=(symbol,), timeframes=("1s",), history=60, clock=frozen_clock, protocol="okx"
+    ) as ex:
+        client = ccxt.okx(ex.ccxt_config())
+        ledger = ex.trades(symbol)
+        assert len(ledger) > 300
+        recent = client.fetch_trades(symbol, limit=300)
+        assert key(recent) == key(ledger[-300:])  # market/trades: the newest (max 500)
+        # ccxt's since does not page on OKX: it filters the newest page
+        since = ledger[0]["timestamp"]
+        assert key(client.fetch_trades(symbol, since=since, limit=100)) == key(ledger[-100:])
+        # history-trades pages backwards: after = the oldest tradeId seen (max 100 a page)
+        got, after, pages = [], None, 0
+        while True:
+            params = {"method": "publicGetMarketHistoryTrades", "type": "1"}
+            if after is not None:
+                params["after"] = after
+            page = client.fetch_trades(symbol, limit=100, params=params)
+            pages += 1
+            if not page:
+                break
+            got = page + got
+            after = page[0]["id"]
+        assert key(got) == key(ledger) and pages > 5
+        inst = {"instId": "BTC-USDT"}
+        # before alone gives the newest, not the ones right after it (OKX's trap)
+        newest = client.public_get_market_history_trades({**inst, "before": "5", "limit": "3"})
+        assert [r["tradeId"] for r in newest["data"]] == [t["id"] for t in ledger[-3:][::-1]]
+        # type=2: after is a timestamp
+        ts = ledger[50]["timestamp"]
+        by_ts = client.public_get_market_history_trades({**inst, "type": "2", "after": str(ts)})
+        assert by_ts["data"][0]["tradeId"] == ledger[49]["id"]
+        bars, _ = aggregate(got, "1s", ex.now_ms())
+        assert bars == ex.candles(symbol, "1s")
+        with pytest.raises(ccxt.BadSymbol):
+            client.public_get_market_trades({"instId": "NOPE-USDT"})
+
+
+def test_bybit_recent_trades_are_the_newest_sixty_and_nothing_older():
+    symbol = "ETH/USDT"
+    with LocalExchange(
+        symbols=(symbol,), timeframes=("1s",), history=60, clock=frozen_clock, protocol="bybit"
+    ) as ex:
+        client = ccxt.bybit(ex.ccxt_config())
+        ledger = ex.trades(symbol)
+        assert key(client.fetch_trades(symbol)) == key(ledger[-60:])
+        assert key(client.fetch_trades(symbol, limit=7)) == key(ledger[-7:])
+        with pytest.raises(ccxt.BadRequest):
+            client.fetch_trades(symbol, limit=61)  # spot: [1, 60]
+
+
+async def _watch_venue(ex, symbol, enough, on_trade=None):
+    pro = getattr(ccxt.pro, ex.protocol)(ex.ccxt_config())
+    got: list = []
+    try:
+        async with asyncio.timeout(WS_WAIT):
+            while not enough(got):
+                for t in await pro.watch_trades(symbol):
+                    got.append(dict(t))
+                    if on_trade is not None:
+                        on_trade(got)
+    finally:
+        await pro.close()
+    return got
+
+
+@pytest.mark.parametrize("protocol", ["okx", "bybit"])
+def test_watch_trades_on_okx_and_bybit_is_the_ledger_with_lost_and_duplicated_trades(protocol):
+    symbol = "BTC/USDT"
+    with LocalExchange(symbols=(symbol,), timeframes=("1s",), history=10, protocol=protocol) as ex:
+        asked = threading.Event()
+
+        def on_trade(got):
+            if not asked.is_set():
+                asked.set()
+                ex.faults.lose_trades(2)
+                ex.faults.duplicate_trades(1)
+
+        got = asyncio.run(_watch_venue(ex, symbol, lambda g: len(g) >= 12, on_trade))
+        assert ex.faults.counts["trades_lost"] == 2
+        assert ex.faults.counts["trades_duplicated"] == 1
+        ids = [int(t["id"]) for t in got]
+        truth = {t["id"]: t for t in ex.trades(symbol)}
+        assert all(key([truth[t["id"]]]) == key([t]) for t in got)  # the ledger's trades
+        assert len(ids) - len(set(ids)) == 1  # one duplicate
+        span = range(ids[0], ids[-1] + 1)
+        assert sorted(set(span) - set(ids)) and len(set(span) - set(ids)) == 2  # an id gap
+
+
+def test_a_cut_in_the_middle_of_a_burst_drops_every_connection_once():
+    symbol = "BTC/USDT"
+    t0 = time.time()
+
+    def fast():  # ten times fast: every timer wake-up sends a burst of trades
+        return t0 + (time.time() - t0) * 10
+
+    with LocalExchange(symbols=(symbol,), timeframes=("1s",), history=10, clock=fast) as ex:
+        armed = threading.Event()
+
+        def on_trade(got):
+            if not armed.is_set():
+                armed.set()
+                ex.faults.drop_in_burst(4)
+
+        async def watch():
+            pro = ccxt.pro.binance(ex.ccxt_config())
+            got, broke = [], 0
+            try:
+                async with asyncio.timeout(WS_WAIT):
+                    while not (broke and len(got) > 40):
+                        try:
+                            got += [dict(t) for t in await pro.watch_trades(symbol)]
+                        except ccxt.NetworkError:
+                            broke += 1
+                        on_trade(got)
+            finally:
+                await pro.close()
+            return got, broke
+
+        got, broke = asyncio.run(watch())
+        assert broke == 1 and ex.faults.counts["burst_drop"] == 1
+        ids = [int(t["id"]) for t in got]
+        assert ids == sorted(set(ids))  # the half that was sent came in order
+        assert ex.faults.counts["drop"] >= 1

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Broken", "Fatal", "Frame", "Healthy", "StreamEvent"]
+__all__ = ["Broken", "Fatal", "Frame", "Healthy", "StreamEvent", "Trades"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +25,16 @@ class Frame:
 
     row: list
     final: bool | None
+    recv_ms: int
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Trades:
+    """Public trades a trade stream brought, in arrival order: ccxt trade dicts (copies of
+    ``id``, ``timestamp``, ``price``, ``amount``, ``side``), stamped like :class:`Frame`."""
+
+    trades: tuple
     recv_ms: int
     epoch: int
 
@@ -52,4 +62,4 @@ class Fatal:
     reason: str
 
 
-StreamEvent = Frame | Broken | Healthy | Fatal
+StreamEvent = Frame | Trades | Broken | Healthy | Fatal

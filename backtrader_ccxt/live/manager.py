@@ -10,6 +10,11 @@ Here only I/O is driven; the rules live elsewhere. A threaded feed runs a
 :class:`~.streammachine.StreamMachine`, fed by the transport (:mod:`.transport`: watch
 groups, reconnects, watchdog) through the frame tap (:mod:`.tap`) and by the REST pages it
 asks for. Per feed, one worker task serialises everything that can emit a bar.
+
+Tick feeds (``timeframe=bt.TimeFrame.Ticks``) are the same two kinds over trades: a threaded
+one runs a :class:`~.tradepolling.TradePollingMachine`, a WebSocket one a
+:class:`~.tradestream.TradeStreamMachine` fed by trade watch groups (the same
+:class:`~.transport.WatchGroup` with a :class:`~.tap.TradeTap`).
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import asyncio
 import logging
 import queue
 import threading
+from collections import deque
 
 from ..bars import Bar, Status
 from ..errors import ExchangeRequestError, FatalExchangeError
 from ..paging import Page
-from ..rest import RestTarget, fetch_page_async
+from ..rest import RestTarget, call_with_retry_async, fetch_page_async
 from ..retry import Backoff
 from ..spec import FeedSpec
 from ..venues import VenueAdapter, adapter_for
@@ -30,7 +36,9 @@ from .events import StreamEvent
 from .loopthread import LoopThread
 from .polling import PollingMachine
 from .streammachine import FOREVER, FinalLag, StreamMachine
-from .tap import FrameTap
+from .tap import TRADES, FrameTap, TradeTap
+from .tradepolling import TradePollingMachine, TradeRequest, TradeSpec, trade_context, trade_page
+from .tradestream import TradeStreamMachine
 from .transport import TransportSettings, WatchGroup
 
 log = logging.getLogger(__name__)
@@ -39,17 +47,21 @@ __all__ = ["QueueSource", "StreamManager"]
 
 _YIELDS_BEFORE_REST = 3  # loop turns a clock-woken stream worker gives ccxt's readers first
 _READ_WAIT_MS = 5000  # a connection read nothing for this (a quarter bar, at least 1 s): quiet
+#: subscription kinds: candles by stream or poll, ticks by stream or poll
+KINDS = ("stream", "poll", "tickstream", "tickpoll")
 
 
 class _Subscription:
     """One feed's subscription. ``out`` is the only object both threads touch."""
 
-    def __init__(self, spec: FeedSpec, kind: str) -> None:
+    def __init__(self, spec: FeedSpec | TradeSpec, kind: str) -> None:
         self.spec = spec
         self.kind = kind
-        self.key = (spec.symbol, spec.tf.ccxt)
+        self.ticks = kind.startswith("tick")
+        self.streamed = kind in ("stream", "tickstream")
+        self.key = (spec.symbol, TRADES if self.ticks else spec.tf.ccxt)
         self.out: queue.Queue = queue.Queue()
-        self.machine: StreamMachine | None = None  # stream feeds; created on the loop
+        self.machine: StreamMachine | TradeStreamMachine | None = None  # stream feeds
         self.waiter: asyncio.Future | None = None  # the stream worker's wait, if waiting
         self.last_open_ms: int | None = None
         self.task: asyncio.Task | None = None
@@ -57,7 +69,7 @@ class _Subscription:
         self.read_wait_for: int | None = None  # the due time the worker last waited to read
 
     def emit(self, item: Bar | Status) -> bool:
-        if isinstance(item, Bar):
+        if isinstance(item, Bar) and not self.ticks:  # ticks share ms: gated by trade id
             if self.last_open_ms is not None and item.open_ms <= self.last_open_ms:
                 return False
             self.last_open_ms = item.open_ms
@@ -96,20 +108,32 @@ class QueueSource:
     def __init__(self, manager: StreamManager, sub: _Subscription) -> None:
         self._manager = manager
         self._sub = sub
+        self._ready: deque = deque()  # taken from the queue in one go, in order
         self.done = False
 
     def start(self) -> None:
         pass
 
     def pending(self) -> int:
-        return self._sub.out.qsize()
+        # no lock: cerebro asks this of every data on every turn, while the loop thread puts
+        # a tick per trade (len of a deque is one atomic read)
+        return len(self._ready) + len(self._sub.out.queue)
 
     def get(self, timeout: float | None) -> Bar | Status | None:
-        self._manager.activate()
-        try:
-            item = self._sub.out.get(timeout=timeout)
-        except queue.Empty:
-            return None
+        ready = self._ready
+        if not ready:
+            self._manager.activate()
+            out = self._sub.out
+            with out.mutex:  # everything queued, in one lock (a busy tick feed: many)
+                ready.extend(out.queue)
+                out.queue.clear()
+        if ready:
+            item = ready.popleft()
+        else:
+            try:
+                item = self._sub.out.get(timeout=timeout)
+            except queue.Empty:
+                return None
         if isinstance(item, Status) and (item.code == "DISCONNECTED" or item.fatal):
             self.done = True
         return item
@@ -131,6 +155,7 @@ class StreamManager:
         # loop-thread state
         self._exchange = None  # REST and the first WebSocket lane
         self._lanes: list[tuple[object, FrameTap]] = []  # (ccxt.pro instance, its tap)
+        self._trade_taps: dict[int, TradeTap] = {}  # lane -> its trade tap
         self._lane_keys: list[set[tuple[str, str]]] = []
         self._routes: dict[tuple[str, str], list[_Subscription]] = {}
         self._groups: dict[tuple[str, str], WatchGroup] = {}
@@ -140,10 +165,10 @@ class StreamManager:
 
     # -- backtrader thread -----------------------------------------------------------------
 
-    def subscribe(self, spec: FeedSpec, kind: str) -> QueueSource:
+    def subscribe(self, spec: FeedSpec | TradeSpec, kind: str) -> QueueSource:
         """Register a feed; it starts on the first ``get()`` of any feed (batching them)."""
-        if kind not in ("stream", "poll"):
-            raise ValueError(f"kind must be 'stream' or 'poll', got {kind!r}")
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         with self._lock:
             if self._stopped:
                 raise RuntimeError("the store's stream manager was stopped")
@@ -210,6 +235,12 @@ class StreamManager:
         new_keys: list[tuple[str, str]] = []
         clock = self._store.clock
         for sub in batch:
+            if sub.kind == "tickstream":
+                sub.machine = TradeStreamMachine(
+                    sub.spec,
+                    stream_first_ms=int(min(3.0, sub.spec.stall_timeout) * 1000),
+                    stats=self.stats,
+                )
             if sub.kind == "stream":
                 sub.machine = StreamMachine(
                     sub.spec,
@@ -220,8 +251,13 @@ class StreamManager:
                     stream_first_ms=int(min(3.0, sub.spec.stall_timeout) * 1000),
                     final_lag=self._final_lag,
                 )
-            worker = self._poll_worker(sub) if sub.kind == "poll" else self._stream_worker(sub)
-            if sub.kind == "stream":
+            worker = {
+                "poll": self._poll_worker,
+                "stream": self._stream_worker,
+                "tickpoll": self._tick_poll_worker,
+                "tickstream": self._stream_worker,
+            }[sub.kind](sub)
+            if sub.streamed:
                 if sub.key not in self._routes:
                     self._routes[sub.key] = []
                     new_keys.append(sub.key)
@@ -230,11 +266,11 @@ class StreamManager:
         if new_keys:
             first_spec = {}
             for sub in batch:
-                if sub.kind == "stream":
+                if sub.streamed:
                     first_spec.setdefault(sub.key, sub.spec)
             self._start_groups([(key, first_spec[key]) for key in new_keys])
 
-    def _start_groups(self, keyed: list[tuple[tuple[str, str], FeedSpec]]) -> None:
+    def _start_groups(self, keyed: list[tuple[tuple[str, str], FeedSpec | TradeSpec]]) -> None:
         """Split new streams over watch calls. One call carries streams of one lane (Kraken:
         one timeframe of a symbol per connection; Binance: at most ``streams_per_instance``
         on an instance, whose watch calls share one connection), one market kind (a venue's
@@ -262,12 +298,15 @@ class StreamManager:
                 max_age=spec.max_connection_age,
                 reconnections=spec.reconnections,
             )
-            buckets.setdefault((lane, kind, settings), []).append(key)
+            trades = getattr(spec, "stream_name", "") if key[1] == TRADES else False
+            buckets.setdefault((lane, kind, settings, trades), []).append(key)
         store = self._store
         paced: dict[int, int] = {}  # watch calls started per lane, for the subscribe pacing
-        for (lane, _kind, settings), bucket in buckets.items():
+        for (lane, _kind, settings, trades), bucket in buckets.items():
             ex, tap = self._lanes[lane]
-            multi = bool(ex.has.get("watchOHLCVForSymbols"))
+            if trades is not False:
+                tap = self._trade_tap(lane, trades)
+            multi = bool(ex.has.get(tap.multi_capability))
             size = max(1, adapter.streams_per_watch) if multi else 1
             for i in range(0, len(bucket), size):
                 group_keys = bucket[i : i + size]
@@ -288,6 +327,15 @@ class StreamManager:
                 for key in group_keys:
                     self._groups[key] = group
                 self._spawn(self._guard_group(group), f"watch {len(group_keys)} streams")
+
+    def _trade_tap(self, lane: int, stream_name: str | None) -> TradeTap:
+        tap = self._trade_taps.get(lane)
+        if tap is None:
+            ex, _ = self._lanes[lane]
+            tap = self._trade_taps[lane] = TradeTap(ex, self._on_trade, stream_name)
+        elif tap.stream_name != stream_name:
+            TradeTap(tap.exchange, self._on_trade, stream_name)  # raises, naming both
+        return tap
 
     def _lane_keys_of(self, lane: int) -> set[tuple[str, str]]:
         return self._lane_keys[lane] if lane < len(self._lane_keys) else set()
@@ -373,6 +421,13 @@ class StreamManager:
         if group is not None:
             group.on_row((symbol, timeframe), row, final)
 
+    def _on_trade(self, symbol: str, trade: dict) -> None:
+        """The trade tap's callback (inside ccxt's message handler)."""
+        key = (symbol, TRADES)
+        group = self._groups.get(key)
+        if group is not None:
+            group.on_trade(key, trade)
+
     def _post(self, key: tuple[str, str], event: StreamEvent) -> None:
         for sub in self._routes.get(key, ()):
             sub.apply(event)
@@ -399,13 +454,59 @@ class StreamManager:
             else:
                 await asyncio.sleep(clock.seconds_until(action + clock.margin_ms))
 
+    async def _tick_poll_worker(self, sub: _Subscription) -> None:
+        """The threaded tick feed: :class:`TradePollingMachine` on the loop."""
+        machine = TradePollingMachine(sub.spec, self.stats)
+        clock = self._store.clock
+        exchange = self._rest_exchange()
+        while True:
+            while machine.outbox:
+                sub.emit(machine.outbox.popleft())
+            now = clock.safe_now_ms()
+            action = machine.next_action(now)
+            if action is None:
+                while machine.outbox:
+                    sub.emit(machine.outbox.popleft())
+                return
+            if isinstance(action, TradeRequest):
+                await self._fetch_trades(exchange, sub.spec, action, machine, now)
+            else:
+                await asyncio.sleep(clock.seconds_until(action + clock.margin_ms))
+
+    async def _fetch_trades(self, exchange, spec, req: TradeRequest, machine, asked_ms) -> None:
+        store = self._store
+        self.stats["rest_calls"] += 1
+
+        async def call() -> list:
+            return trade_page(
+                await exchange.fetch_trades(spec.symbol, req.since_ms, req.limit, req.params())
+            )
+
+        def notify(kind: str, message: str) -> None:
+            store.notify(kind, message, (spec.symbol,))
+
+        try:
+            rows = await call_with_retry_async(
+                exchange,
+                call,
+                trade_context(req, spec.symbol),
+                store.retries,
+                Backoff(store.retry_delay, store.retry_max_delay),
+                store.redact,
+                notify,
+            )
+        except ExchangeRequestError as exc:
+            machine.on_failure(exc, store.clock.now_ms())
+            return
+        machine.on_trades(rows, asked_ms)
+
     async def _stream_worker(self, sub: _Subscription) -> None:
         """Do the REST walks and timers the feed's machine asks for; events reach the
         machine directly (:meth:`_Subscription.apply`)."""
         clock = self._store.clock
         machine = sub.machine
         assert machine is not None
-        target = self._target(sub.spec)
+        target = None if sub.ticks else self._target(sub.spec)
         exchange = self._rest_exchange()
         loop = asyncio.get_running_loop()
         while not sub.finished:
@@ -417,6 +518,9 @@ class StreamManager:
                 return
             if isinstance(action, Page):
                 await _fetch(exchange, target, action, machine, clock, now)
+                continue
+            if isinstance(action, TradeRequest):
+                await self._fetch_trades(exchange, sub.spec, action, machine, now)
                 continue
             waiter = sub.waiter = loop.create_future()
             timer = None

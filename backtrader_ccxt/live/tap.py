@@ -23,13 +23,17 @@ import logging
 import time
 from collections.abc import Callable
 
-from ccxt.async_support.base.ws.cache import ArrayCacheByTimestamp
+from ccxt.async_support.base.ws.cache import ArrayCache, ArrayCacheByTimestamp
 
+from ..errors import ConfigurationError
 from ..venues import VenueAdapter
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FrameTap", "TapCache"]
+__all__ = ["TRADES", "FrameTap", "TapCache", "TradeTap", "TradeTapCache"]
+
+#: the "timeframe" of a trade stream's key ``(symbol, TRADES)`` in the transport
+TRADES = "trades"
 
 #: ``on_row(symbol, timeframe, row, final)``, called on the loop thread as frames arrive
 OnRow = Callable[[str, str, list, "bool | None"], None]
@@ -190,3 +194,115 @@ class FrameTap:
         by_tf = (self.exchange.ohlcvs or {}).get(symbol) or {}
         cache = by_tf.get(timeframe)
         return isinstance(cache, TapCache) and cache._tap is self
+
+    # -- what the transport calls ------------------------------------------------------------
+
+    multi_capability = "watchOHLCVForSymbols"
+
+    async def watch_call(self, keys: list[tuple[str, str]], multi: bool) -> list:
+        """One watch call for ``keys``: ``[(symbol, timeframe, rows), ...]`` it answered."""
+        ex = self.exchange
+        if multi:
+            result = await ex.watch_ohlcv_for_symbols([[s, tf] for s, tf in keys])
+            return [(s, tf, rows) for s, d in result.items() for tf, rows in d.items()]
+        s, tf = keys[0]
+        return [(s, tf, await ex.watch_ohlcv(s, tf))]
+
+
+class TradeTapCache(ArrayCache):
+    """ccxt.pro's per-symbol trade cache, bounded, reporting every append (a copy of the
+    fields the package reads). ccxt's own default keeps ``tradesLimit`` (1,000) parsed
+    trades per symbol with their raw ``info``; nothing here reads them back, so a handful is
+    enough and memory stays flat on a long run."""
+
+    def __init__(self, max_size: int, tap: TradeTap, symbol: str) -> None:
+        super().__init__(max_size)
+        self._tap = tap
+        self._symbol = symbol
+
+    def append(self, item: dict) -> None:
+        trade = {k: item.get(k) for k in ("id", "timestamp", "price", "amount", "side")}
+        super().append(item)
+        self._tap.appended(self._symbol, trade)
+
+
+class TradeTap:
+    """Every public trade a ccxt.pro instance parses, as it arrives: ``on_trade(symbol,
+    trade)`` for each, from a :class:`TradeTapCache` put in ``exchange.trades`` before the
+    first message (ccxt's handlers of Binance, OKX and Bybit append to the cache they find).
+
+    ``stream_name`` is the one trade stream this instance watches where a venue has two
+    (Binance: ``'trade'`` or ``'aggTrade'``). ccxt.pro keys both on one message hash per
+    symbol (``trade::BTC/USDT``), so one instance watching both would mix two id sequences
+    in one cache: a second name is refused (:class:`~..errors.ConfigurationError`).
+    """
+
+    multi_capability = "watchTradesForSymbols"
+
+    def __init__(self, exchange, on_trade, stream_name: str | None = None, rows: int = 10):
+        self.exchange = exchange
+        self.on_trade = on_trade
+        self.rows = rows
+        self.stream_name = stream_name
+        owner = getattr(exchange, "_backtrader_ccxt_trade_name", stream_name)
+        if owner != stream_name:
+            raise ConfigurationError(
+                f"this ccxt.pro instance already watches {owner!r} trade streams; it must not "
+                f"watch {stream_name!r} too (ccxt.pro keys both on one message hash per "
+                f"symbol); valid choices: {owner!r}"
+            )
+        exchange._backtrader_ccxt_trade_name = stream_name
+        self.client_of: dict[tuple[str, str], object] = {}
+        self.client_heard: dict[int, float] = {}
+        self._client = None
+        self._wrap()
+
+    def _wrap(self) -> None:
+        # learn which client carried each trade (for the transport's watchdog), as FrameTap
+        # does for candles; the handler's name differs per venue
+        ex = self.exchange
+        for name in ("handle_trade", "handle_trades"):
+            original = getattr(ex, name, None)
+            if original is None:
+                continue
+
+            def handler(client, message, _original=original):
+                self._client = client
+                self.client_heard[id(client)] = time.monotonic()
+                try:
+                    return _original(client, message)
+                finally:
+                    self._client = None
+
+            setattr(ex, name, handler)
+        # ccxt dispatches through a method table built per call from bound methods
+        # (handle_message looks them up by attribute), so the wrappers are what it calls
+
+    def appended(self, symbol: str, trade: dict) -> None:
+        if self._client is not None:
+            self.client_of[(symbol, TRADES)] = self._client
+        self.on_trade(symbol, trade)
+
+    def watch(self, symbol: str, timeframe: str = TRADES) -> None:
+        if self.tapped(symbol, timeframe):
+            return
+        trades = self.exchange.trades
+        if trades is None or not isinstance(trades, dict):
+            self.exchange.trades = trades = {}
+        trades[symbol] = TradeTapCache(self.rows, self, symbol)
+
+    def tapped(self, symbol: str, timeframe: str = TRADES) -> bool:
+        cache = (self.exchange.trades or {}).get(symbol)
+        return isinstance(cache, TradeTapCache) and cache._tap is self
+
+    def _params(self) -> dict:
+        return {} if self.stream_name is None else {"name": self.stream_name}
+
+    async def watch_call(self, keys: list[tuple[str, str]], multi: bool) -> list:
+        ex = self.exchange
+        symbols = [s for s, _ in keys]
+        if multi:
+            await ex.watch_trades_for_symbols(symbols, None, None, self._params())
+        else:
+            await ex.watch_trades(symbols[0], None, None, self._params())
+        return []  # trades come through the tap, not from the answer

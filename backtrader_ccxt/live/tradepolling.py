@@ -15,6 +15,12 @@ Paging, the part that differs between venues:
   page asked ``since=t`` does not start at ``t``. The first id at or after ``fromdate`` is
   found by asking ever narrower windows until one is not full (then it holds the first
   trades), skipping forward over empty ones.
+* ``"back"`` (OKX, Bybit): the venue serves its newest trades and pages only backwards
+  (OKX ``history-trades`` ``after=<tradeId>``: older than that id; Bybit: the newest page only,
+  60 spot trades). A walk asks for the newest page, then older ones, until a page reaches the
+  target (the last delivered trade, or ``fromdate``), then delivers them oldest first. Where
+  the venue cannot page back (Bybit) and the newest page does not reach the target, the
+  trades before it are gone from REST: counted (``cut``) and logged.
 * ``"time"`` (the rest): pages go by ``since`` = the newest trade time seen; the overlap at
   that millisecond is dropped by :class:`~backtrader_ccxt.trades.TradeGate` (ids, or content
   where there are none).
@@ -37,10 +43,18 @@ from .polling import BlockingSource
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PAGING", "TradePollingMachine", "TradePollingSource", "TradeRequest", "TradeSpec"]
+__all__ = [
+    "PAGING",
+    "TradePollingMachine",
+    "TradePollingSource",
+    "TradeRequest",
+    "TradeSpec",
+    "trade_page",
+    "venue_paging",
+]
 
 #: How a venue's trades are paged (see the module docstring).
-PAGING = ("id", "time")
+PAGING = ("id", "back", "time")
 _HOUR_MS = 3_600_000
 
 
@@ -66,6 +80,19 @@ class TradeSpec:
     max_reconnect_delay: float = 30.0
     grace_ms: int = 0
     tf: str = "ticks"
+    #: "back" paging: the venue param for "older than this id" (None: newest page only),
+    #: extra params of those pages, and their size
+    back_param: str | None = None
+    back_params: tuple = ()
+    back_limit: int = 100
+    #: WebSocket mode: the transport's settings (seconds) and the venue's trade stream name
+    #: where it has two (Binance ``'aggTrade'``: the ids REST pages by)
+    stall_timeout: float = 60.0
+    max_connection_age: float | None = None
+    reconnections: int | None = None
+    stream_name: str | None = None
+    #: whether the venue's decimal trade ids are consecutive, so an id gap is a lost trade
+    consecutive_ids: bool = True
 
     @property
     def label(self) -> str:
@@ -80,9 +107,10 @@ class TradeRequest:
     limit: int
     until_ms: int | None = None
     from_id: int | None = None
+    extra: tuple = ()
 
     def params(self) -> dict:
-        out: dict = {}
+        out: dict = dict(self.extra)
         if self.from_id is not None:
             out["fromId"] = self.from_id
         if self.until_ms is not None:
@@ -109,7 +137,7 @@ class TradePollingMachine:
     :meth:`on_failure`; ticks and statuses collect in ``outbox`` in delivery order.
     """
 
-    def __init__(self, spec: TradeSpec) -> None:
+    def __init__(self, spec: TradeSpec, stats=None) -> None:
         self.spec = spec
         self.outbox: deque[Bar | Status] = deque([Status("DELAYED", "backfilling trades")])
         self.gate = TradeGate()
@@ -126,6 +154,10 @@ class TradePollingMachine:
         self._resume_at: int | None = None
         self._failures = Backoff(spec.reconnect_delay, spec.max_reconnect_delay)
         self._asked: TradeRequest | None = None
+        self._back: list[Trade] = []  # "back" paging: the pages of the walk under way
+        self._back_cursor: int | None = None
+        self.cut = 0  # "back" walks that could not reach their target (trades lost to REST)
+        self.stats = stats  # a Counter (the store's stats) or None
 
     def next_action(self, now_ms: int) -> TradeRequest | int | None:
         if self.done:
@@ -145,6 +177,12 @@ class TradePollingMachine:
             req = TradeRequest(self.cursor_ms, s.page_limit, self.cursor_ms + self._window - 1)
         elif s.paging == "id":
             req = TradeRequest(None, s.page_limit, from_id=self.next_id)
+        elif s.paging == "back":
+            if self._back_cursor is None:
+                req = TradeRequest(None, s.page_limit)
+            else:
+                extra = (*s.back_params, (s.back_param, self._back_cursor))
+                req = TradeRequest(None, s.back_limit, extra=extra)
         else:
             req = TradeRequest(self.cursor_ms, s.page_limit)
         self._asked = req
@@ -162,6 +200,8 @@ class TradePollingMachine:
             self._on_tail(trades)
         elif self._seeking:
             self._on_seek(req, trades)
+        elif self.spec.paging == "back":
+            self._on_back(req, raws, trades, now_ms)
         else:
             self._deliver(trades)
             if self.spec.paging == "id" and trades:
@@ -172,6 +212,42 @@ class TradePollingMachine:
                 self.cursor_ms = newest + 1 if full_same_ms else newest
             if len(raws) < req.limit and not self.done:
                 self._caught_up(now_ms)
+
+    def _on_back(self, req: TradeRequest, raws: list, trades: list[Trade], now_ms: int) -> None:
+        self._back.extend(trades)
+        reached = len(raws) < req.limit or self._reached(trades)
+        if not reached:
+            cursor = min((t.seq for t in trades if t.seq is not None), default=None)
+            if self.spec.back_param is not None and cursor is not None:
+                self._back_cursor = cursor
+                return
+            self.cut += 1
+            if self.stats is not None:
+                self.stats["trades_cut"] += 1
+            log.warning(
+                "%s: REST keeps only the newest %d trades: older missed trades are lost",
+                self.spec.label,
+                len(raws),
+            )
+        batch, self._back, self._back_cursor = self._back, [], None
+        self._deliver(batch)
+        if not self.done:
+            self._caught_up(now_ms)
+
+    def _reached(self, trades: list[Trade]) -> bool:
+        """Whether a page reaches back to the walk's target: the trade after the last one
+        delivered, or ``fromdate`` before the first."""
+        if not trades:
+            return True
+        g = self.gate
+        seqs = [t.seq for t in trades if t.seq is not None]
+        if g.last_seq is not None and seqs:
+            return min(seqs) <= g.last_seq + 1
+        oldest = min(t.timestamp_ms for t in trades)
+        if g.newest_ms is not None:
+            return oldest < g.newest_ms
+        since = self.spec.since_ms
+        return since is None or oldest < since
 
     def _on_tail(self, trades: list[Trade]) -> None:
         self._tail = False
@@ -247,8 +323,10 @@ class TradePollingSource(BlockingSource):
     ``timeframe=bt.TimeFrame.Ticks``): ``get(timeout)`` returns the next tick or status, or
     None after waiting at most ``timeout`` seconds (``stop()`` ends a wait at once)."""
 
-    def __init__(self, exchange, spec: TradeSpec, clock, retries: int, backoff, redact, notify):
-        super().__init__(TradePollingMachine(spec), clock)
+    def __init__(
+        self, exchange, spec: TradeSpec, clock, retries: int, backoff, redact, notify, stats=None
+    ):
+        super().__init__(TradePollingMachine(spec, stats), clock)
         self._exchange = exchange
         self._retries = retries
         self._backoff = backoff
@@ -256,6 +334,8 @@ class TradePollingSource(BlockingSource):
         self._notify = notify
 
     def _serve(self, req: TradeRequest, asked_ms: int) -> None:
+        if self.machine.stats is not None:
+            self.machine.stats["rest_calls"] += 1
         self.machine.on_trades(self._fetch(req), asked_ms)
 
     def _fetch(self, req: TradeRequest) -> list:
@@ -263,18 +343,7 @@ class TradePollingSource(BlockingSource):
         context = f"fetch_trades({symbol!r}, since={req.since_ms}, params={params})"
 
         def call() -> list:
-            rows = self._exchange.fetch_trades(symbol, req.since_ms, req.limit, params)
-            if not isinstance(rows, list):
-                raise ccxt.BadResponse(f"expected a list of trades, got {type(rows).__name__}")
-            out = [
-                {k: r.get(k) for k in ("id", "timestamp", "price", "amount", "side")} for r in rows
-            ]
-            # A garbled body (ccxt turns a cut JSON text into one "trade" per character) is a
-            # bad page, retried: read as "no trades there" it would skip a window.
-            _, bad = parse_trades(out)
-            if bad:
-                raise ccxt.BadResponse(f"malformed trade in the page ({bad[0][1]}): {bad[0][0]!r}")
-            return out
+            return trade_page(self._exchange.fetch_trades(symbol, req.since_ms, req.limit, params))
 
         def notify(kind: str, message: str) -> None:
             if self._notify is not None:
@@ -292,9 +361,60 @@ class TradePollingSource(BlockingSource):
         )
 
 
+def trade_page(rows) -> list:
+    """A ``fetch_trades`` answer as the fields the machines read, or ``ccxt.BadResponse``
+    (retried) for a page that is not a list of trades."""
+    if not isinstance(rows, list):
+        raise ccxt.BadResponse(f"expected a list of trades, got {type(rows).__name__}")
+    out = [
+        {k: r.get(k) for k in ("id", "timestamp", "price", "amount", "side")}
+        if isinstance(r, dict)
+        else r
+        for r in rows
+    ]
+    # A garbled body (ccxt turns a cut JSON text into one "trade" per character) is a bad
+    # page, retried: read as "no trades there" it would skip a window.
+    _, bad = parse_trades(out)
+    if bad:
+        raise ccxt.BadResponse(f"malformed trade in the page ({bad[0][1]}): {bad[0][0]!r}")
+    return out
+
+
+def trade_context(req: TradeRequest, symbol: str) -> str:
+    return f"fetch_trades({symbol!r}, since={req.since_ms}, params={req.params()})"
+
+
 def paging_for(exchange_id: str) -> str:
-    """How ``exchange_id``'s trades are paged: ``"id"`` for Binance's family, else ``"time"``."""
-    return "id" if str(exchange_id).startswith("binance") else "time"
+    """How ``exchange_id``'s trades are paged: ``"id"`` for Binance's family, ``"back"`` for
+    OKX and Bybit, else ``"time"``."""
+    return venue_paging(exchange_id)["paging"]
+
+
+def venue_paging(exchange_id: str, options: dict | None = None) -> dict:
+    """The :class:`TradeSpec` fields of a venue's trade paging and trade stream (and
+    ``max_page``, the venue's largest trade page where it is below the feed's).
+
+    Binance: REST pages aggregate trades by id (ccxt's default ``fetchTradesMethod`` on spot,
+    ``publicGetAggTrades``), so the stream must be ``@aggTrade``: ``@trade`` ids are another
+    sequence. A store configured for the raw trade endpoints (``fetchTradesMethod`` ending in
+    ``Trades`` or ``HistoricalTrades``) gets the ``@trade`` stream instead.
+    """
+    ex = str(exchange_id)
+    if ex.startswith("binance"):
+        method = str((options or {}).get("fetchTradesMethod") or "publicGetAggTrades")
+        name = "aggTrade" if method.endswith("AggTrades") else "trade"
+        return {"paging": "id", "stream_name": name}
+    if ex.startswith("okx"):
+        return {
+            "paging": "back",
+            "back_param": "after",
+            "back_params": (("method", "publicGetMarketHistoryTrades"), ("type", "1")),
+            "back_limit": 100,
+        }
+    if ex.startswith("bybit"):
+        # spot REST: the newest 60 trades and nothing older (derivatives: 1,000)
+        return {"paging": "back", "back_param": None, "max_page": 60}
+    return {"paging": "time"}
 
 
 def backoff_for(store) -> Backoff:

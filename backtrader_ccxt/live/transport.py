@@ -1,7 +1,9 @@
 """The WebSocket transport: subscribe, watch, reconnect, watchdog. It only emits events.
 
 One :class:`WatchGroup` is one ``watch_ohlcv_for_symbols`` (or ``watch_ohlcv``) call's
-worth of streams on one ccxt.pro instance. It
+worth of streams on one ccxt.pro instance, or, with a :class:`~.tap.TradeTap`, one
+``watch_trades_for_symbols`` (``watch_trades``) call's worth of trade streams: the tap makes
+the call and brings what arrives; everything below is the same for both. It
 
 - keeps one watch call pending at all times and awaits it directly (no ``wait_for``
   wrapper, which registers ccxt's future a loop turn late: ccxt resolves only a future
@@ -35,8 +37,8 @@ import ccxt
 from .. import notifications as kinds
 from ..errors import BOUNDED_RETRIES, Verdict, classify
 from ..retry import Backoff
-from .events import Broken, Fatal, Frame, Healthy, StreamEvent
-from .tap import FrameTap
+from .events import Broken, Fatal, Frame, Healthy, StreamEvent, Trades
+from .tap import FrameTap, TradeTap
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +68,7 @@ class WatchGroup:
     def __init__(
         self,
         exchange,
-        tap: FrameTap,
+        tap: FrameTap | TradeTap,
         keys: list[Key],
         settings: TransportSettings,
         *,
@@ -86,9 +88,10 @@ class WatchGroup:
         self._notify = notify or (lambda kind, message, symbols: None)
         self._redact = redact
         self.stats = stats if stats is not None else Counter()
-        self.multi = len(keys) > 1 or bool(exchange.has.get("watchOHLCVForSymbols"))
-        if len(keys) > 1 and not exchange.has.get("watchOHLCVForSymbols"):
-            raise ValueError("several keys in one group need watchOHLCVForSymbols")
+        multi_name = tap.multi_capability  # watchOHLCVForSymbols, watchTradesForSymbols
+        self.multi = len(keys) > 1 or bool(exchange.has.get(multi_name))
+        if len(keys) > 1 and not exchange.has.get(multi_name):
+            raise ValueError(f"several keys in one group need {multi_name}")
         self.epoch = 0
         self.broken = False
         self.up = False  # the first connection has talked
@@ -120,6 +123,13 @@ class WatchGroup:
         never match."""
         serial = self.tap.connection()
         return serial if serial is not None else -1 - self.epoch
+
+    def on_trade(self, key: Key, trade: dict) -> None:
+        """One public trade of a trade stream (a :class:`~.tap.TradeTap` key), as it came."""
+        self.last_heard = time.monotonic()
+        if self.broken or not self.up:
+            self._healthy()
+        self._post(key, Trades((trade,), self._now_ms(), self.epoch))
 
     def _healthy(self) -> None:
         if self.up:
@@ -173,15 +183,9 @@ class WatchGroup:
 
     async def _watch_once(self) -> None:
         """One watch call (subscribes, or reconnects and resubscribes after a break)."""
-        ex = self.exchange
         for s, tf in self.keys:
             self.tap.watch(s, tf)  # (again) before any frame of a new connection
-        if self.multi:
-            result = await ex.watch_ohlcv_for_symbols([[s, tf] for s, tf in self.keys])
-            items = [(s, tf, rows) for s, d in result.items() for tf, rows in d.items()]
-        else:
-            s, tf = self.keys[0]
-            items = [(s, tf, await ex.watch_ohlcv(s, tf))]
+        items = await self.tap.watch_call(self.keys, self.multi)
         self.last_heard = time.monotonic()
         if self.broken or not self.up:
             self._healthy()

@@ -11,17 +11,18 @@ Binance's paging rules, traps included:
   ``startTime=since, endTime=since + 1h``) does not start at ``since`` in a busy hour:
   page by id. Each trade of the ledger is its own aggregate (distinct times), so an
   aggregate id is the trade id and ``f == l``.
-* Streams start with the trades that happen after the subscription, one frame per trade.
+* Streams start with the trades that happen after the subscription, one frame per trade
+  (the shared pusher and the trade faults: ``trade_streams.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from aiohttp import web
 
 from . import binance_format as fmt
+from . import trade_streams
 from .protocol import Reply, query_ints
 from .trades import LedgerTrade, TradeLedger
 
@@ -32,7 +33,6 @@ log = logging.getLogger(__name__)
 PATHS = ("/api/v3/trades", "/api/v3/historicalTrades", "/api/v3/aggTrades")
 WEIGHTS = {"/api/v3/trades": 25, "/api/v3/historicalTrades": 25, "/api/v3/aggTrades": 4}
 KINDS = ("trade", "aggTrade")
-_BATCH = 10_000  # most trades one timer wake-up sends per symbol
 
 
 def trade_row(t: LedgerTrade) -> dict:
@@ -123,38 +123,16 @@ def parse_trade_stream(name, by_lower_id: dict) -> tuple[str, str] | None:
     return symbol, kind
 
 
-class TradeStreams:
-    """Pushes every trade of the ledger, when the exchange clock reaches it, to the
-    connections subscribed to its symbol's ``@trade`` / ``@aggTrade`` streams.
+def render(symbol: str, kind: str, trades: list[LedgerTrade], now_ms: int) -> list[str]:
+    """Binance streams one event per trade."""
+    return [fmt.dumps(trade_event(symbol, kind, t, now_ms)) for t in trades]
 
-    Frames go through ``hub.send``, so the hub's faults (stalls: frames lost, an id gap for
-    the client) and closed connections apply to them as to candles.
-    """
+
+class TradeStreams(trade_streams.TradeStreams):
+    """The ``@trade`` / ``@aggTrade`` streams (see :mod:`.trade_streams`)."""
 
     def __init__(self, hub, ledger: TradeLedger):
-        self.hub = hub
-        self.ledger = ledger
-        self.subs: dict[str, dict[object, set[str]]] = {}  # symbol -> conn -> kinds
-        self.cursor: dict[str, int] = {}  # symbol -> next id to send
-        self._timer: asyncio.TimerHandle | None = None
-
-    def add(self, conn, keys: list[tuple[str, str]]) -> None:
-        now = self.hub.now_ms()
-        for symbol, kind in keys:
-            if symbol not in self.cursor:
-                last = self.ledger.recent(symbol, 1, now)
-                self.cursor[symbol] = last[0].id + 1 if last else 0
-            self.subs.setdefault(symbol, {}).setdefault(conn, set()).add(kind)
-        self._arm()
-
-    def remove(self, conn, keys: list[tuple[str, str]]) -> None:
-        for symbol, kind in keys:
-            kinds = self.subs.get(symbol, {}).get(conn)
-            if kinds is not None:
-                kinds.discard(kind)
-                if not kinds:
-                    del self.subs[symbol][conn]
-        self._prune()
+        super().__init__(hub, ledger, render)
 
     def held(self, conn) -> list[str]:
         """Stream names ``conn`` holds (for LIST_SUBSCRIPTIONS)."""
@@ -163,55 +141,3 @@ class TradeStreams:
             mid = fmt.market_id(symbol).lower()
             out.extend(f"{mid}@{kind}" for kind in sorted(conns.get(conn, ())))
         return out
-
-    def stop(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.subs.clear()
-
-    def _prune(self) -> None:
-        for symbol in list(self.subs):
-            conns = self.subs[symbol]
-            for conn in [c for c in conns if c.closed]:
-                del conns[conn]
-            if not conns:
-                del self.subs[symbol]
-                del self.cursor[symbol]
-
-    def _arm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._prune()
-        if not self.subs or self.hub._stopping:
-            return
-        now = self.hub.now_ms()
-        due = min(self._next_time(s, now) for s in self.subs)
-        delay = max(due - now, 1) / 1000
-        if not self.hub.exact_clock:
-            delay = min(delay, self.hub.poll_interval)
-        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
-
-    def _next_time(self, symbol: str, now: int) -> int:
-        """When the next unsent trade of ``symbol`` happens (at most one candle ahead)."""
-        tf = self.ledger.tf
-        ahead = self.ledger.from_id(symbol, self.cursor[symbol], 1, now + tf.ms)
-        return ahead[0].time_ms if ahead else now + tf.ms
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        try:
-            now = self.hub.now_ms()
-            for symbol, conns in list(self.subs.items()):
-                trades = self.ledger.from_id(symbol, self.cursor[symbol], _BATCH, now)
-                for t in trades:
-                    frames = {k: fmt.dumps(trade_event(symbol, k, t, now)) for k in KINDS}
-                    for conn, kinds in list(conns.items()):
-                        for kind in kinds:
-                            self.hub.send(conn, frames[kind])
-                if trades:
-                    self.cursor[symbol] = trades[-1].id + 1
-        except Exception:
-            log.exception("localexchange: trade emission failed")
-        self._arm()

@@ -8,6 +8,7 @@ import json
 from aiohttp import web
 
 from . import bybit_format as fmt
+from . import bybit_trades
 from .data import Candle
 from .protocol import Protocol, Reply, query_ints
 from .timing import Timing
@@ -89,6 +90,8 @@ class BybitProtocol(Protocol):
             return self._instruments(request)
         if path == "/v5/market/kline":
             return self._kline(request)
+        if path == bybit_trades.PATH:
+            return bybit_trades.rest(self, request)
         return Reply(404, "Not Found", content_type="text/plain")
 
     def _instruments(self, request: web.Request) -> Reply:
@@ -185,7 +188,12 @@ class BybitProtocol(Protocol):
         else:
             hub.stats.ws_unsubscribe_messages += 1
         streams = {}
+        trades = []  # public trades: bybit_trades.py
         for topic in args:
+            traded = bybit_trades.parse_topic(self, conn, topic)
+            if traded is not None:
+                trades.append(traded)
+                continue
             key = self._parse_topic(conn, topic)
             if key is None:
                 msg = f"error:handler not found,topic:{topic}"
@@ -203,6 +211,8 @@ class BybitProtocol(Protocol):
                 return
         else:
             hub.remove_streams(conn, list(streams))
+        if trades:
+            bybit_trades.subscribe(self, hub, conn, op, trades)
         hub.send(conn, fmt.op_reply(op, cid, rid))
 
     def on_binary(self, hub, conn, data: bytes) -> None:

@@ -26,6 +26,9 @@ FAULT_KINDS = (
     "rest_busy",
     "omitted",
     "max_age",
+    "trades_lost",
+    "trades_duplicated",
+    "burst_drop",
 )
 
 REST_FAULT_KINDS = ("429", "5xx", "timeout", "truncated", "busy")
@@ -76,6 +79,7 @@ class FaultState:
         self.out_of_order = 0
         self.rest: list[RestFault] = []
         self.max_age_ms: int | None = None  # close WebSocket connections older than this
+        self.trade = TradeFaults()
 
     def stalled(self, now_ms: int) -> bool:
         return now_ms < self.stall_until_ms
@@ -104,6 +108,7 @@ class FaultState:
             "out_of_order": self.out_of_order,
             "rest": sum(r.remaining for r in self.rest),
             "max_age_ms": self.max_age_ms,
+            **self.trade.pending(),
         }
 
     def clear(self) -> None:
@@ -114,6 +119,23 @@ class FaultState:
         self.out_of_order = 0
         self.rest.clear()
         self.max_age_ms = None
+        self.trade = TradeFaults()
+
+
+@dataclass
+class TradeFaults:
+    """Pending faults of the public trade streams (``trade_streams.py`` consumes them)."""
+
+    lose: int = 0  # the next n trades are not streamed (an id gap; REST still has them)
+    duplicate: int = 0  # the next n trades are streamed twice
+    burst_min: int = 0  # drop every connection halfway through the next burst this big
+
+    def pending(self) -> dict:
+        return {
+            "trades_lost": self.lose,
+            "trades_duplicated": self.duplicate,
+            "burst_drop": self.burst_min,
+        }
 
 
 def _positive(name: str, value) -> int:
@@ -209,6 +231,39 @@ class Faults:
 
         def apply():
             self._state.out_of_order += n
+
+        self._run(apply)
+
+    # -- public trades ----------------------------------------------------------------------
+
+    def lose_trades(self, count: int = 1) -> None:
+        """Do not stream the next ``count`` trades (on every connection): an id gap for the
+        client; REST still serves them. ``counts['trades_lost']``."""
+        n = _positive("count", count)
+
+        def apply():
+            self._state.trade.lose += n
+
+        self._run(apply)
+
+    def duplicate_trades(self, count: int = 1) -> None:
+        """Stream each of the next ``count`` trades twice. ``counts['trades_duplicated']``."""
+        n = _positive("count", count)
+
+        def apply():
+            self._state.trade.duplicate += n
+
+        self._run(apply)
+
+    def drop_in_burst(self, min_trades: int = 4) -> None:
+        """Cut every WebSocket connection (a network drop) halfway through the next burst
+        of at least ``min_trades`` trades sent at once for a symbol (a fast clock, or the
+        catch-up after a stall): the rest of the burst is never streamed, REST has it.
+        ``counts['burst_drop']``."""
+        n = _positive("min_trades", min_trades)
+
+        def apply():
+            self._state.trade.burst_min = n
 
         self._run(apply)
 

@@ -8,6 +8,7 @@ import json
 from aiohttp import web
 
 from . import okx_format as fmt
+from . import okx_trades
 from .data import Candle
 from .protocol import Protocol, Reply, query_ints
 from .timing import Timing
@@ -82,6 +83,8 @@ class OkxProtocol(Protocol):
             return self._candles(request, history=False)
         if path == "/api/v5/market/history-candles":
             return self._candles(request, history=True)
+        if path in okx_trades.PATHS:
+            return okx_trades.rest(self, request)
         return Reply(404, fmt.dumps({"msg": "Not Found", "code": "404"}))
 
     def _instruments(self, request: web.Request) -> Reply:
@@ -194,6 +197,9 @@ class OkxProtocol(Protocol):
             hub.stats.ws_unsubscribe_messages += 1
         extra = {"id": req["id"]} if "id" in req else {}
         for arg in args:  # OKX answers every argument on its own
+            if okx_trades.is_trades_arg(arg):  # public trades: okx_trades.py
+                okx_trades.on_arg(self, hub, conn, op, arg, extra, cid)
+                continue
             key = self._parse_arg(conn, arg)
             if key is None:
                 hub.send(conn, fmt.ws_error(fmt.WS_NO_CHANNEL, self._no_channel(arg), cid))
