@@ -548,6 +548,8 @@ class StreamManager:
         event wakes the worker, or ``_READ_WAIT`` of a bar passes). A loop that reads a
         final late would read a REST answer just as late: the confirmation cannot win, and
         1,000 of them at every close are what kept a busy store behind."""
+        if not hasattr(machine, "due_ms"):
+            return  # a tick feed's machine: no due-time confirmations
         clock = self._store.clock
         due = machine.due_ms()
         if (
