@@ -115,6 +115,9 @@ class CCXTBroker(bt.BrokerBase):
         self._oco: dict[int, list[bt.Order]] = {}  # ref -> every member of its group
         self._children: dict[int, list[bt.Order]] = {}
         self._expiring: set[int] = set()
+        self._dirty: set[int] = set()  # refs with fills not notified yet
+        #: the cash at start (backtrader's writer and analyzers read it)
+        self.startingcash = 0.0
         self._driver = None
         self._started = False
         self._reconciled = 0
@@ -153,6 +156,7 @@ class CCXTBroker(bt.BrokerBase):
         self._drain()
         if self.p.load_positions:
             self._load_positions(ex)
+        self.startingcash = self.getcash()
         self._started = True
 
     def _load_positions(self, ex) -> None:
@@ -193,7 +197,7 @@ class CCXTBroker(bt.BrokerBase):
         if self.p.currency:
             return self.p.currency
         for data in self.store.datas:
-            market = (self.store.exchange.markets or {}).get(data.p.dataname) or {}
+            market = self._market(self._symbol(data))
             if market.get("quote"):
                 return market["quote"]
         return None
@@ -403,6 +407,8 @@ class CCXTBroker(bt.BrokerBase):
                 self._reconciled += 1
 
     def _apply(self, events) -> None:
+        """Apply the ledger's events; an order with new fills is notified once per batch
+        (Partial), or by its final status when the batch ends it."""
         for ev in events:
             order = self.orders.get(ev.ref)
             if order is None:
@@ -414,6 +420,11 @@ class CCXTBroker(bt.BrokerBase):
                 self._submit_io(self._driver.fetch_trades(self._symbol(order.data)))
             elif ev.kind == "status":
                 self._status(order, ev.status, ev.reason)
+        dirty, self._dirty = self._dirty, set()
+        for ref in sorted(dirty):
+            order = self.orders[ref]
+            if order.alive():
+                self.notify(order)
 
     def _status(self, order, status: St, reason: str) -> None:
         if status is St.ACCEPTED:
@@ -433,6 +444,7 @@ class CCXTBroker(bt.BrokerBase):
             order.margin()
         elif status is St.REJECTED:
             order.reject(self)
+        self._dirty.discard(order.ref)
         self.notify(order)
         self._after_final(order)
 
@@ -464,7 +476,7 @@ class CCXTBroker(bt.BrokerBase):
                       openedcomm, 0.0, pnl, psize, pprice)  # fmt: skip
         order.status = bt.Order.Partial  # the ledger says when it is complete
         self.stats["fills"] += 1
-        self.notify(order)
+        self._dirty.add(order.ref)
 
     # -- emulation -------------------------------------------------------------------------
 
