@@ -75,6 +75,10 @@ class CCXTBroker(bt.BrokerBase):
         venue lacks them.
       - ``load_positions`` (bool, default True): positions held before the run are loaded at
         start (base-asset balances of the feeds' symbols), priced at the market's last price.
+      - ``time_sync`` (bool, default None): measure the venue's clock offset with ``fetch_time``
+        and load it into both ccxt instances (signed calls fail with -1021 when the venue's
+        clock is more than a second behind otherwise), and again after a -1021; None: unless
+        the store's clock is injected.
     """
 
     params = (
@@ -85,6 +89,7 @@ class CCXTBroker(bt.BrokerBase):
         ("client_id_prefix", "bt"),
         ("emulate_stops", "auto"),
         ("load_positions", True),
+        ("time_sync", None),
     )
 
     def __init__(self, store=None, **kwargs) -> None:
@@ -134,10 +139,11 @@ class CCXTBroker(bt.BrokerBase):
         store = self.store
         store.start(broker=self)
         ex = store.exchange
-        time_difference = None
-        if ex.has.get("fetchTime") and "timeDifference" in (ex.options or {}):
-            ex.load_time_difference()  # the sync instance signs at start (balances, tickers)
-            time_difference = int(ex.options["timeDifference"])
+        sync = self.p.time_sync
+        if sync is None:
+            # an injected clock (tests, rehearsals) says nothing of the clock the venue checks
+            # signatures against; a real venue's offset is measured with fetch_time
+            sync = store.clock._now is None
         stream = self.p.stream
         if stream is None:
             stream = all(store.has(c, websocket=True) for c in ("watchOrders", "watchMyTrades"))
@@ -147,7 +153,7 @@ class CCXTBroker(bt.BrokerBase):
             bool(stream),
             float(self.p.poll_interval) / store.clock.rate,
             float(self.p.reconcile_interval) / store.clock.rate,
-            time_difference,
+            bool(sync) and bool(ex.has.get("fetchTime")),
         )
         manager = store.manager
         manager.add_closer(self._driver.close)

@@ -462,6 +462,9 @@ def after_create_error(exc: BaseException) -> tuple[Decision, St | None]:
     """Never "retry": a ``NetworkError`` (timeouts, 429, 5xx) may have booked the order."""
     if isinstance(exc, ccxt.InsufficientFunds):
         return Decision.FINAL, St.MARGIN
+    if isinstance(exc, ccxt.InvalidNonce):
+        # -1021 (a NetworkError in ccxt): refused for its timestamp, certainly not booked
+        return Decision.FINAL, St.REJECTED
     if isinstance(exc, ccxt.NetworkError):
         return Decision.LOOKUP, None
     if isinstance(exc, ccxt.BaseError):

@@ -56,14 +56,14 @@ class OrderDriver:
         stream: bool,
         poll_interval: float,
         reconcile_interval: float,
-        time_difference: int | None,
+        time_sync: bool,
     ) -> None:
         self._store = store
         self.outbox = outbox
         self.stream = stream
         self.poll_interval = poll_interval
         self.reconcile_interval = reconcile_interval
-        self._time_difference = time_difference
+        self.time_sync = time_sync
         self.ex = None
         self.symbols: set[str] = set()
         #: client id -> [symbol, order id or None, finished]
@@ -79,9 +79,7 @@ class OrderDriver:
 
     async def start(self, symbols: Iterable[str]) -> None:
         self.ex = self._store.new_async_exchange()
-        if self._time_difference is not None and "timeDifference" in (self.ex.options or {}):
-            # the trap: -1021 on every signed call unless both instances know the offset
-            self.ex.options["timeDifference"] = self._time_difference
+        await self.sync_time()
         self._reconcile_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self.symbols.update(symbols)
@@ -90,6 +88,19 @@ class OrderDriver:
             for name in ("watch_orders", "watch_my_trades", "watch_balance"):
                 self._spawn(self._watch(name), name)
         self._spawn(self._periodic(), "reconcile")
+
+    async def sync_time(self) -> None:
+        """Load the venue's clock offset into this instance and the store's blocking one
+        (the trap: -1021 on every signed call of the instance that lacks it)."""
+        if not self.time_sync or "timeDifference" not in (self.ex.options or {}):
+            return
+        try:
+            diff = await self.ex.load_time_difference()
+        except ccxt.BaseError as exc:
+            log.warning("%s: cannot read the clock offset: %s", self.ex.id, exc)
+            return
+        self._store.exchange.options["timeDifference"] = diff
+        self.stats["broker_time_sync"] += 1
 
     async def close(self) -> None:
         self._stopping = True
@@ -123,9 +134,21 @@ class OrderDriver:
         ex = self.ex
         signed = int(ex.nonce()) if hasattr(ex, "nonce") else self._store.clock.now_ms()
         try:
-            order = await ex.create_order(
-                req.symbol, req.type, req.side, req.amount, req.price, dict(req.params)
-            )
+            try:
+                order = await ex.create_order(
+                    req.symbol, req.type, req.side, req.amount, req.price, dict(req.params)
+                )
+            except ccxt.InvalidNonce:
+                # -1021: refused for its timestamp, so certainly not booked: measure the
+                # clock again and send it once more (the same client id)
+                if not self.time_sync:
+                    raise
+                self.stats["broker_create_resent_after_1021"] += 1
+                await self.sync_time()
+                signed = int(ex.nonce())
+                order = await ex.create_order(
+                    req.symbol, req.type, req.side, req.amount, req.price, dict(req.params)
+                )
         except Exception as exc:  # noqa: BLE001 - every failure is decided below, none retried
             decision, status = after_create_error(exc)
             reason = self._store.redact(f"{type(exc).__name__}: {exc}")

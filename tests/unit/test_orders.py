@@ -231,6 +231,9 @@ def test_definite_answers_are_final():
     assert after_create_error(ccxt.InsufficientFunds("-2010")) == (Decision.FINAL, St.MARGIN)
     assert after_create_error(ccxt.InvalidOrder("-1013")) == (Decision.FINAL, St.REJECTED)
     assert after_create_error(ccxt.AuthenticationError("-2015")) == (Decision.FINAL, St.REJECTED)
+    # -1021 is a NetworkError in ccxt, yet the order was certainly refused
+    assert isinstance(ccxt.InvalidNonce("-1021"), ccxt.NetworkError)
+    assert after_create_error(ccxt.InvalidNonce("-1021")) == (Decision.FINAL, St.REJECTED)
 
 
 def test_not_found_means_gone_only_after_recv_window():
