@@ -247,7 +247,7 @@ class CCXTStore:
                 self._load_markets()
             if data is not None or broker is not None:
                 self._users += 1  # only once started: a failed start holds nothing
-            if data is not None and data not in self.datas:
+            if data is not None and all(d is not data for d in self.datas):
                 self.datas.append(data)
         env = getattr(data, "_env", None) if data is not None else None
         if env is not None and hasattr(env, "addstore"):
