@@ -7,7 +7,7 @@ import json
 from aiohttp import web
 
 from . import binance_format as fmt
-from . import binance_trades
+from . import binance_private, binance_trades
 from .data import BINANCE_INTERVALS, Candle
 from .protocol import Protocol, Reply, query_ints
 from .timing import Timing
@@ -66,7 +66,7 @@ class BinanceProtocol(Protocol):
 
     name = "binance"
     native_timeframes = {t: t for t in BINANCE_INTERVALS}
-    ws_routes = ("/ws", "/ws/{tail:.*}")
+    ws_routes = ("/ws", "/ws/{tail:.*}", binance_private.WS_API_PATH)
     ws_path = "/ws"
     default_timing = Timing()
 
@@ -77,6 +77,8 @@ class BinanceProtocol(Protocol):
         self._weight_minute = -1
         self._weight_used = 0
         self._trade_streams: binance_trades.TradeStreams | None = None
+        #: the private API (``binance_private.py``), set by ``LocalExchange.start``
+        self.private: binance_private.BinancePrivate | None = None
 
     # -- REST -------------------------------------------------------------------------------
 
@@ -103,12 +105,15 @@ class BinanceProtocol(Protocol):
 
     def rest(self, request: web.Request) -> Reply:
         path = request.path
-        if request.method not in ("GET", "HEAD"):
+        if path in binance_private.PATHS and self.private is not None:
+            reply = self.private.rest(request)
+        elif request.method not in ("GET", "HEAD"):
             reply = self._error(-1, "Method not allowed.", 405)
         elif path == "/api/v3/ping":
             reply = self._json("{}")
         elif path == "/api/v3/time":
-            reply = self._json(fmt.dumps({"serverTime": self.now_ms()}))
+            now = self.now_ms() if self.private is None else self.private.desk.server_ms()
+            reply = self._json(fmt.dumps({"serverTime": now}))
         elif path == "/api/v3/exchangeInfo":
             reply = self._exchange_info(request)
         elif path in ("/api/v3/klines", "/api/v3/uiKlines"):
@@ -172,14 +177,23 @@ class BinanceProtocol(Protocol):
     # -- WebSocket --------------------------------------------------------------------------
 
     def on_open(self, hub, conn, request: web.Request) -> None:
+        if request.path == binance_private.WS_API_PATH:
+            if self.private is not None:
+                self.private.ws_open(hub, conn)
+            return
         tail = request.match_info.get("tail", "")
         if "@" in tail:  # /ws/<streamName>, like Binance's raw stream URLs
             self._subscribe(hub, conn, tail.split("/"), None, reply=False)
+        elif tail and self.private is not None:  # /ws/<listenKey>: a user-data stream
+            self.private.open_listen_key(hub, conn, tail)
 
     def on_binary(self, hub, conn, data: bytes) -> None:
         hub.send(conn, fmt.ws_error(3, "Invalid JSON: binary frame", None))
 
     def on_text(self, hub, conn, data: str) -> None:
+        if conn.request.path == binance_private.WS_API_PATH and self.private is not None:
+            self.private.ws_text(hub, conn, data)
+            return
         try:
             req = json.loads(data)
         except ValueError as e:

@@ -37,6 +37,10 @@ ERR_BAD_SYMBOL = (-1121, "Invalid symbol.")
 ERR_BAD_PARAM = -1130
 ERR_START_AFTER_END = (-1023, "Start time is greater than end time.")
 
+#: LOT_SIZE step (and minimum) and NOTIONAL minimum of every served symbol.
+LOT_STEP = "0.00001000"
+MIN_NOTIONAL = "5.00000000"
+
 
 def dumps(obj) -> str:
     return json.dumps(obj, separators=(",", ":"))
@@ -67,7 +71,15 @@ def _symbol_info(series: SymbolSeries) -> dict:
         "quoteAssetPrecision": 8,
         "baseCommissionPrecision": 8,
         "quoteCommissionPrecision": 8,
-        "orderTypes": ["LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"],
+        "orderTypes": [
+            "LIMIT",
+            "LIMIT_MAKER",
+            "MARKET",
+            "STOP_LOSS",
+            "STOP_LOSS_LIMIT",
+            "TAKE_PROFIT",
+            "TAKE_PROFIT_LIMIT",
+        ],
         "icebergAllowed": True,
         "ocoAllowed": True,
         "otoAllowed": True,
@@ -85,9 +97,9 @@ def _symbol_info(series: SymbolSeries) -> dict:
             },
             {
                 "filterType": "LOT_SIZE",
-                "minQty": "0.00001000",
+                "minQty": LOT_STEP,
                 "maxQty": "9000.00000000",
-                "stepSize": "0.00001000",
+                "stepSize": LOT_STEP,
             },
             {"filterType": "ICEBERG_PARTS", "limit": 10},
             {
@@ -113,7 +125,7 @@ def _symbol_info(series: SymbolSeries) -> dict:
             },
             {
                 "filterType": "NOTIONAL",
-                "minNotional": "5.00000000",
+                "minNotional": MIN_NOTIONAL,
                 "applyMinToMarket": True,
                 "maxNotional": "9000000.00000000",
                 "applyMaxToMarket": False,

@@ -9,15 +9,18 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from .accounts import Account, Ledger, dec
 from .data import Candle, Replay, check_symbol, parse_timeframe
-from .faults import Faults
+from .matching import MatchingEngine, TradePath
 from .protocol import CandleFrame, Protocol, protocol_class
 from .server import ExchangeServer
 from .stats import Stats
 from .timing import Timing
 from .trades import TradeLedger
+from .trading import TradingDesk
+from .trading_faults import Faults
 
-__all__ = ["LocalExchange"]
+__all__ = ["LedgerView", "LocalExchange"]
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +134,11 @@ class LocalExchange:
         self._frame_listeners: list[Callable[[CandleFrame], None]] = []
         self.stats = Stats()
         self.faults = Faults(self)
+        self._accounts = Ledger()
+        self._desk: TradingDesk | None = None
+        self._max_fill_qty = None
+        #: the trading ground truth (orders, fills, balances, accepted creates) per account
+        self.ledger = LedgerView(self)
         self._replay: Replay | None = None
         self._wire: Protocol | None = None
         self._server: ExchangeServer | None = None
@@ -182,6 +190,7 @@ class LocalExchange:
             )
             wire.ledger = self._ledger
             self._wire = wire
+            desk = self._make_desk(wire)
             server = ExchangeServer(
                 wire,
                 self._replay,
@@ -208,6 +217,8 @@ class LocalExchange:
             self._server = server
             self._loop_thread_id = threading.get_ident()
             server.streams.frame_listeners = self._frame_listeners
+            desk.hub = server.streams
+            desk._stopping = False
             ready.set_result(port)
             loop.run_forever()
         finally:
@@ -229,6 +240,8 @@ class LocalExchange:
         if thread is None:
             return
         try:
+            if loop is not None and self._desk is not None:
+                self._call(self._desk.stop)
             if loop is not None and server is not None:
                 asyncio.run_coroutine_threadsafe(server.stop(), loop).result(timeout=30)
         finally:
@@ -282,19 +295,101 @@ class LocalExchange:
         ``/v5/public/spot``."""
         return f"ws://{self.host}:{self._need_port()}{self._protocol_class.ws_path}"
 
-    def ccxt_config(self) -> dict:
+    def ccxt_config(self, account: Account | None = None) -> dict:
         """Constructor config for this protocol's ccxt classes (``ccxt.<venue>``,
         ``ccxt.async_support.<venue>``, ``ccxt.pro.<venue>``) that points every REST and
-        WebSocket URL of the venue at this exchange, loads spot markets only, and adds the
-        extra timeframes to ``timeframes``.
+        WebSocket URL of the venue at this exchange (the WebSocket API included), loads spot
+        markets only (no ``sapi`` currency or margin calls: ``fetchCurrencies`` and
+        ``fetchMargins`` off), and adds the extra timeframes to ``timeframes``.
 
-        Merge your own keys (``timeout``, ``enableRateLimit`` ...) into a copy as needed.
+        ``account``: one of :meth:`add_account`'s, whose ``apiKey`` and ``secret`` are added
+        (Binance only trades). Merge your own keys (``timeout``, ``enableRateLimit`` ...)
+        into a copy as needed.
         """
         port = self._need_port()
         wire = self._wire
         if wire is None:
             raise RuntimeError("LocalExchange is not started: call start() or use 'with'")
-        return wire.ccxt_config(self.host, port)
+        config = wire.ccxt_config(self.host, port)
+        if account is not None:
+            self._accounts.book(account)  # ValueError if not ours
+            config["apiKey"] = account.api_key
+            config["secret"] = account.secret
+        return config
+
+    # -- trading ----------------------------------------------------------------------------
+
+    def add_account(
+        self,
+        balances: dict | None = None,
+        fee_rate: float | str = 0.001,
+        *,
+        api_key: str | None = None,
+        secret: str | None = None,
+        name: str | None = None,
+    ) -> Account:
+        """A new trading account holding ``balances`` (``{"USDT": 10_000, "BTC": 0}``, free)
+        and paying ``fee_rate`` of each execution's quote amount, in the quote asset.
+        ``api_key`` / ``secret``: random (64 hex characters) unless given. Before or after
+        :meth:`start`; any number of accounts. See docs/localexchange.md, "Trading"."""
+        return self._call(self._accounts.add_account, balances, fee_rate, api_key, secret, name)
+
+    @property
+    def accounts(self) -> list[Account]:
+        return self._call(self._accounts.accounts)
+
+    @property
+    def max_fill_qty(self):
+        """Partial fills: the most base quantity one public trade fills of a resting order,
+        and the size of each execution of an immediate fill (a Decimal), or None (the
+        default: whole fills). Settable at any time; applies to every open order."""
+        return self._max_fill_qty
+
+    @max_fill_qty.setter
+    def max_fill_qty(self, value) -> None:
+        qty = None if value is None else dec(value)
+        if qty is not None and qty <= 0:
+            raise ValueError(f"max_fill_qty must be > 0 or None, got {value!r}")
+        self._max_fill_qty = qty
+        if self._desk is not None:
+            self._call(setattr, self._desk.engine, "max_fill_qty", qty)
+
+    def _make_desk(self, wire: Protocol) -> TradingDesk:
+        """The trading desk over the trade ledger (kept across restarts); Binance's
+        private API on it."""
+        assert self._replay is not None and self._ledger is not None
+        path = TradePath(self._ledger)
+        if self._desk is None:
+            from .binance_private import symbol_rules
+
+            rules = {s: symbol_rules(series) for s, series in self._replay.series.items()}
+            engine = MatchingEngine(self._accounts, path, rules)
+            engine.max_fill_qty = self._max_fill_qty
+            self._desk = TradingDesk(
+                engine,
+                self.faults.trading,
+                self.now_ms,
+                exact_clock=self._exact_clock,
+                poll_interval=self.poll_interval,
+            )
+        desk = self._desk
+        desk.engine.path = path
+        if self.protocol == "binance":
+            from .binance_private import BinancePrivate
+
+            private = BinancePrivate(wire, desk)
+            wire.private = private
+            desk.render = private.render
+            desk.streams.wrap = private.wrap
+        return desk
+
+    def _drop_user_streams(self, count: bool = True) -> int:
+        return 0 if self._desk is None else self._desk.drop_streams(count)
+
+    def _ledger_read(self, fn, *args):
+        if self._desk is not None and self._loop is not None:
+            self._desk.sync()
+        return fn(*args)
 
     # -- frame hook and venue behaviour ----------------------------------------------------
 
@@ -433,3 +528,47 @@ class LocalExchange:
             f"LocalExchange({self.protocol}, {list(self.symbols)}, {list(self.timeframes)}, "
             f"{where})"
         )
+
+
+class LedgerView:
+    """``ex.ledger``: the trading ground truth, read on the server thread after matching up
+    to the exchange clock's now. Amounts are Decimals; times exchange ms."""
+
+    def __init__(self, owner: LocalExchange):
+        self._owner = owner
+
+    def _read(self, fn, *args):
+        return self._owner._call(self._owner._ledger_read, fn, *args)
+
+    def orders(self, account: Account, symbol: str | None = None) -> list[dict]:
+        """Every order of ``account`` (of ``symbol`` if given), oldest first, as Binance's
+        order snapshot (``orderId``, ``clientOrderId``, ``symbol`` as the market id,
+        ``side``, ``type``, ``timeInForce``, ``status``, ``price``, ``stopPrice``,
+        ``origQty``, ``executedQty``, ``cummulativeQuoteQty``, ``time``, ``updateTime`` ...,
+        strings as on the wire)."""
+
+        def read():
+            return [o.snapshot() for o in self._owner._accounts.orders(account, symbol)]
+
+        return self._read(read)
+
+    def fills(self, account: Account, symbol: str | None = None) -> list[dict]:
+        """Every execution, oldest first: ``id`` (the trade id), ``orderId``,
+        ``clientOrderId``, ``symbol`` (unified), ``side``, ``price``, ``qty``, ``quoteQty``,
+        ``commission``, ``commissionAsset``, ``isBuyer``, ``isMaker``, ``time``; amounts
+        Decimal."""
+
+        def read():
+            return [f.ledger_row() for f in self._owner._accounts.fills(account, symbol)]
+
+        return self._read(read)
+
+    def balances(self, account: Account) -> dict:
+        """``{asset: (free, locked)}``, Decimals."""
+        return self._read(self._owner._accounts.balances, account)
+
+    def create_requests(self, account: Account) -> list[dict]:
+        """Every ``POST /api/v3/order`` the exchange ACCEPTED for ``account``, oldest first:
+        the request's parameters (strings, ``signature`` left out) plus the ``orderId``
+        booked. Rejected requests are not in it."""
+        return self._read(self._owner._accounts.creates, account)

@@ -22,20 +22,42 @@ if TYPE_CHECKING:
     from .faults import FaultState
     from .trades import TradeLedger
 
-__all__ = ["PROTOCOLS", "CandleFrame", "Protocol", "Reply", "protocol_class", "query_ints"]
+__all__ = [
+    "PROTOCOLS",
+    "REQUEST_BODY",
+    "CandleFrame",
+    "Protocol",
+    "Reply",
+    "protocol_class",
+    "query_ints",
+]
 
 #: Valid values of ``LocalExchange(protocol=...)``.
 PROTOCOLS = ("binance", "okx", "bybit")
 
 
+def _request_key(name: str):
+    from aiohttp import web
+
+    key = getattr(web, "RequestKey", None)  # aiohttp >= 3.12; a plain str before
+    return key(name, str) if key is not None else name
+
+
+#: ``request[REQUEST_BODY]``: the request body as text, read by ``rest.py`` before the
+#: (synchronous) protocol answers; absent when the request has no body.
+REQUEST_BODY = _request_key("localexchange_body")
+
+
 @dataclass(frozen=True)
 class Reply:
-    """An HTTP answer."""
+    """An HTTP answer. ``lose``: the request took effect but the answer is never sent (the
+    connection is held, then cut: the ``lose_order_reply`` fault)."""
 
     status: int
     body: str
     headers: dict = field(default_factory=dict)
     content_type: str = "application/json"
+    lose: bool = False
 
 
 @dataclass(frozen=True)

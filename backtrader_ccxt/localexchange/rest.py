@@ -9,7 +9,7 @@ from collections.abc import Callable
 from aiohttp import web
 
 from .faults import FaultState, RestFault
-from .protocol import Protocol, Reply
+from .protocol import REQUEST_BODY, Protocol, Reply
 from .stats import Stats
 
 __all__ = ["RestApi"]
@@ -43,11 +43,26 @@ class RestApi:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
+        if request.body_exists:  # signed bodies (Binance's POST parameters), read once here
+            request[REQUEST_BODY] = await request.text()
         fault = self.faults.take_rest(path)
         self.stats.count_rest(path, self.now_ms(), fault.kind if fault else None)
         if fault is None:
-            return self._response(self.protocol.rest(request))
+            reply = self.protocol.rest(request)
+            if reply.lose:
+                return await self._lose(request)
+            return self._response(reply)
         return await self._rest_fault(fault, request)
+
+    async def _lose(self, request: web.Request) -> web.StreamResponse:
+        """Hold a request whose answer is lost, then cut its connection unanswered."""
+        try:
+            await asyncio.wait_for(self._closing.wait(), self.rest_timeout_hold)
+        except asyncio.TimeoutError:
+            pass
+        if request.transport is not None:
+            request.transport.abort()
+        return web.Response(status=503, text="Service Unavailable")
 
     @staticmethod
     def _response(reply: Reply) -> web.Response:

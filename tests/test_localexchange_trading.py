@@ -1,0 +1,272 @@
+"""The local exchange trades: Binance's signed REST with the real ccxt client, orders matched
+on the replay's own price path (the public trade ledger), balances, fees and the ledgers as
+ground truth, and the REST-side fault controls.
+
+The exchange runs on a hand-moved clock: nothing here waits on time, every fill is at a
+public trade the test reads back from ``ex.trades``."""
+
+from __future__ import annotations
+
+import threading
+from decimal import Decimal
+
+import ccxt
+import pytest
+from helpers import eventually
+
+from backtrader_ccxt.localexchange import LocalExchange
+
+SYMBOL = "BTC/USDT"
+T0 = 1_700_000_030.5
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_threads():
+    before = threading.active_count()
+    yield
+    eventually(lambda: threading.active_count() == before, timeout=5)
+
+
+class Clock:
+    def __init__(self, t: float = T0):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def venue():
+    clock = Clock()
+    ex = LocalExchange(symbols=(SYMBOL, "ETH/USDT"), timeframes=("1s",), history=600, clock=clock)
+    acct = ex.add_account(balances={"USDT": 10_000, "BTC": 1}, fee_rate=0.001)
+    with ex:
+        client = ccxt.binance({**ex.ccxt_config(account=acct), "timeout": 3000})
+        client.load_markets()
+        yield ex, acct, client, clock
+
+
+def last_price(ex, symbol=SYMBOL) -> Decimal:
+    trade = ex.trades(symbol, since_ms=ex.now_ms() - 10_000)[-1]
+    return Decimal(repr(trade["price"]))
+
+
+def tick_round(x: Decimal, tick="0.01") -> Decimal:
+    return x.quantize(Decimal(tick))
+
+
+def advance_until(ex, clock, pred, step=30.0, limit=7200.0):
+    """Move the clock until ``pred(trade)`` holds for a public trade after the start; that
+    trade (the first). Fails if none within ``limit`` seconds."""
+    start = ex.now_ms()
+    while clock.t - start / 1000 < limit:
+        clock.t += step
+        for t in ex.trades(SYMBOL, since_ms=start + 1):
+            if pred(Decimal(repr(t["price"]))):
+                return t
+    raise AssertionError("the price path never got there")
+
+
+def test_balance_and_market_buy_at_the_current_price_with_fee(venue):
+    ex, acct, client, _ = venue
+    bal = client.fetch_balance()
+    assert bal["USDT"] == {"free": 10_000.0, "used": 0.0, "total": 10_000.0}
+    p = last_price(ex)
+    order = client.create_order(SYMBOL, "market", "buy", 0.01)
+    assert order["status"] == "closed" and order["filled"] == 0.01
+    assert Decimal(repr(order["average"])) == p
+    [fill] = ex.ledger.fills(acct)
+    cost = (p * Decimal("0.01")).quantize(Decimal("1e-8"))
+    assert fill["price"] == p and fill["quoteQty"] == cost
+    assert fill["commission"] == (cost * Decimal("0.001")).quantize(Decimal("1e-8"))
+    assert fill["commissionAsset"] == "USDT" and fill["isBuyer"] and not fill["isMaker"]
+    free_usdt = Decimal(10_000) - cost - fill["commission"]
+    assert ex.ledger.balances(acct)["USDT"] == (free_usdt, 0)
+    assert ex.ledger.balances(acct)["BTC"] == (Decimal("1.01"), 0)
+    bal = client.fetch_balance()
+    assert Decimal(repr(bal["USDT"]["free"])) == free_usdt
+    assert bal["BTC"]["total"] == 1.01
+    [trade] = client.fetch_my_trades(SYMBOL)
+    assert trade["id"] == str(fill["id"]) and trade["order"] == order["id"]
+    assert trade["fee"] == {"cost": float(fill["commission"]), "currency": "USDT"}
+    [snap] = ex.ledger.orders(acct)
+    assert snap["status"] == "FILLED" and snap["clientOrderId"] == order["clientOrderId"]
+
+
+def test_limit_rests_locks_and_fills_when_the_path_crosses_it(venue):
+    ex, acct, client, clock = venue
+    limit = tick_round(last_price(ex) * Decimal("0.9995"))
+    order = client.create_order(SYMBOL, "limit", "buy", 0.02, float(limit))
+    assert order["status"] == "open" and order["filled"] == 0
+    locked = (limit * Decimal("0.02")).quantize(Decimal("1e-8"))
+    locked += (locked * Decimal("0.001")).quantize(Decimal("1e-8"), rounding="ROUND_UP")
+    assert ex.ledger.balances(acct)["USDT"] == (Decimal(10_000) - locked, locked)
+    [open_] = client.fetch_open_orders(SYMBOL)
+    assert open_["id"] == order["id"]
+    crossing = advance_until(ex, clock, lambda p: p <= limit)
+    fetched = client.fetch_order(order["id"], SYMBOL)
+    assert fetched["status"] == "closed" and fetched["average"] == float(limit)
+    [fill] = ex.ledger.fills(acct)
+    assert fill["time"] == crossing["timestamp"] and fill["price"] == limit
+    assert fill["isMaker"]
+    assert client.fetch_open_orders(SYMBOL) == []
+    free, used = ex.ledger.balances(acct)["USDT"]
+    assert used == 0 and free == Decimal(10_000) - fill["quoteQty"] - fill["commission"]
+
+
+def test_sell_limit_above_fills_at_its_price_and_a_marketable_limit_takes_now(venue):
+    ex, acct, client, clock = venue
+    p = last_price(ex)
+    taker = client.create_order(
+        SYMBOL, "limit", "sell", 0.01, float(tick_round(p * Decimal("0.99")))
+    )
+    assert taker["status"] == "closed" and taker["average"] == float(p)  # at the current price
+    limit = tick_round(p * Decimal("1.0005"))
+    maker = client.create_order(SYMBOL, "limit", "sell", 0.01, float(limit))
+    assert ex.ledger.balances(acct)["BTC"] == (Decimal("0.98"), Decimal("0.01"))
+    crossing = advance_until(ex, clock, lambda q: q >= limit)
+    got = client.fetch_order(maker["id"], SYMBOL)
+    assert got["status"] == "closed" and got["average"] == float(limit)
+    assert ex.ledger.fills(acct)[-1]["time"] == crossing["timestamp"]
+
+
+def test_cancel_reports_its_own_client_id_and_releases_the_lock(venue):
+    ex, acct, client, _ = venue
+    limit = tick_round(last_price(ex) * Decimal("0.9"))
+    order = client.create_order(
+        SYMBOL, "limit", "buy", 0.01, float(limit), {"clientOrderId": "mine-1"}
+    )
+    assert order["clientOrderId"] == "mine-1"
+    canceled = client.cancel_order(order["id"], SYMBOL)
+    assert canceled["status"] == "canceled"
+    assert canceled["clientOrderId"] != "mine-1"  # the cancel's own id (ccxt's trap)
+    assert canceled["info"]["origClientOrderId"] == "mine-1"
+    assert ex.ledger.balances(acct)["USDT"] == (Decimal(10_000), 0)
+    with pytest.raises(ccxt.OrderNotFound, match="-2011"):
+        client.cancel_order(order["id"], SYMBOL)
+    with pytest.raises(ccxt.OrderNotFound, match="-2013"):
+        client.fetch_order("99999", SYMBOL)
+    by_client_id = client.fetch_order(None, SYMBOL, {"origClientOrderId": "mine-1"})
+    assert by_client_id["id"] == order["id"] and by_client_id["status"] == "canceled"
+
+
+def test_client_order_ids_unique_among_open_orders_only(venue):
+    ex, acct, client, _ = venue
+    p = last_price(ex)
+    low = float(tick_round(p * Decimal("0.9")))
+    client.create_order(SYMBOL, "limit", "buy", 0.01, low, {"clientOrderId": "dup"})
+    with pytest.raises(ccxt.InvalidOrder, match="Duplicate order sent"):
+        client.create_order(SYMBOL, "limit", "buy", 0.01, low, {"clientOrderId": "dup"})
+    # the same id on a filled order is accepted again: resending a filled order duplicates it
+    client.create_order(SYMBOL, "market", "buy", 0.01, None, {"clientOrderId": "filled-1"})
+    client.create_order(SYMBOL, "market", "buy", 0.01, None, {"clientOrderId": "filled-1"})
+    ids = [r["newClientOrderId"] for r in ex.ledger.create_requests(acct)]
+    assert ids == ["dup", "filled-1", "filled-1"]
+    with pytest.raises(ccxt.BadRequest, match="-1100"):
+        client.create_order(
+            SYMBOL, "market", "buy", 0.01, None, {"clientOrderId": "bt-" + "a" * 36}
+        )
+    assert len(ex.ledger.orders(acct)) == 3
+
+
+def test_market_order_given_a_price_is_sent_as_quote_order_qty(venue):
+    ex, acct, client, _ = venue
+    p = last_price(ex)
+    price = float(tick_round(p * Decimal("1.1")))  # the caller's idea of the price
+    client.create_order(SYMBOL, "market", "buy", 0.01, price)
+    [req] = ex.ledger.create_requests(acct)
+    tick = Decimal(repr(client.markets[SYMBOL]["precision"]["price"]))
+    intended = (Decimal(repr(price)) * Decimal("0.01")).quantize(tick, "ROUND_DOWN")
+    assert "quantity" not in req and Decimal(req["quoteOrderQty"]) == intended
+    [fill] = ex.ledger.fills(acct)
+    # quote / current price, down to the 1e-5 lot step: more than the 0.01 asked
+    assert fill["qty"] == (Decimal(req["quoteOrderQty"]) / p).quantize(
+        Decimal("1e-5"), "ROUND_DOWN"
+    )
+    assert fill["qty"] > Decimal("0.01")
+
+
+def test_open_orders_all_orders_and_my_trades_per_symbol(venue):
+    ex, acct, client, _ = venue
+    low = float(tick_round(last_price(ex) * Decimal("0.9")))
+    eth_low = float(tick_round(last_price(ex, "ETH/USDT") * Decimal("0.9")))
+    a = client.create_order(SYMBOL, "limit", "buy", 0.01, low)
+    b = client.create_order("ETH/USDT", "limit", "buy", 0.1, eth_low)
+    c = client.create_order(SYMBOL, "market", "sell", 0.01)
+    assert [o["id"] for o in client.fetch_open_orders(SYMBOL)] == [a["id"]]
+    assert [o["id"] for o in client.fetch_open_orders("ETH/USDT")] == [b["id"]]
+    assert [o["id"] for o in client.fetch_orders(SYMBOL)] == [a["id"], c["id"]]
+    assert [t["order"] for t in client.fetch_my_trades(SYMBOL)] == [c["id"]]
+    assert client.fetch_my_trades("ETH/USDT") == []
+    with pytest.raises(ccxt.ArgumentsRequired):
+        client.fetch_my_trades()
+    snaps = ex.ledger.orders(acct)
+    assert [(s["symbol"], s["status"]) for s in snaps] == [
+        ("BTCUSDT", "NEW"),
+        ("ETHUSDT", "NEW"),
+        ("BTCUSDT", "FILLED"),
+    ]
+
+
+def test_insufficient_balance_is_binance_2010(venue):
+    ex, acct, client, _ = venue
+    with pytest.raises(ccxt.InsufficientFunds, match="insufficient balance"):
+        client.create_order(SYMBOL, "market", "buy", 1)  # ~20,000 USDT
+    with pytest.raises(ccxt.InsufficientFunds):
+        client.create_order(SYMBOL, "limit", "sell", 2, float(tick_round(last_price(ex) * 2)))
+    assert ex.ledger.orders(acct) == [] and ex.ledger.create_requests(acct) == []
+    assert ex.ledger.balances(acct)["USDT"] == (Decimal(10_000), 0)
+
+
+def test_filters_reject_what_binance_rejects(venue):
+    ex, acct, client, _ = venue
+    p = last_price(ex)
+    with pytest.raises(ccxt.BadRequest, match="NOTIONAL"):  # -1013: ccxt's BadRequest
+        client.create_order(SYMBOL, "limit", "buy", 0.0001, float(tick_round(p * Decimal("0.9"))))
+    raw = {"symbol": "BTCUSDT", "side": "BUY", "type": "LIMIT", "timeInForce": "GTC"}
+    with pytest.raises(ccxt.InvalidOrder, match="PRICE_FILTER"):  # ccxt rounds; raw API
+        client.privatePostOrder({**raw, "quantity": "0.01", "price": "1000.005"})
+    with pytest.raises(ccxt.InvalidOrder, match="LOT_SIZE"):
+        client.privatePostOrder({**raw, "quantity": "0.010001", "price": "1000.01"})
+    with pytest.raises(ccxt.BadRequest, match="-1111"):
+        client.privatePostOrder({**raw, "quantity": "0.000000001", "price": "1000.01"})
+    with pytest.raises(ccxt.BadRequest, match="-1102.*timeInForce"):
+        client.privatePostOrder({**raw, "timeInForce": "", "quantity": "0.01", "price": "1"})
+    assert ex.ledger.orders(acct) == []
+
+
+def test_signature_key_and_timestamp_checks():
+    # the real clock: /api/v3/time and the signature check share it (a custom replay clock
+    # moves /api/v3/time, never the wall clock clients sign with)
+    ex = LocalExchange(symbols=(SYMBOL,), timeframes=("1s",), history=60)
+    acct = ex.add_account(balances={"USDT": 10_000})
+    with ex:
+        check_signatures(ex, acct)
+
+
+def check_signatures(ex, acct):
+    config = ex.ccxt_config(account=acct)
+    with pytest.raises(ccxt.AuthenticationError, match="-1022"):
+        ccxt.binance({**config, "secret": "0" * 64}).fetch_balance()
+    with pytest.raises(ccxt.AuthenticationError, match="-2015"):
+        ccxt.binance({**config, "apiKey": "a" * 64}).fetch_balance()
+    ex.faults.clock_skew(-3000)  # the server 3 s behind: every signed call is ahead of it
+    client = ccxt.binance(config)
+    with pytest.raises(ccxt.InvalidNonce, match="-1021"):
+        client.fetch_balance()
+    # ccxt's time difference, loaded from /api/v3/time, cures it
+    client.options["adjustForTimeDifference"] = True
+    client.load_time_difference()
+    assert client.fetch_balance()["USDT"]["free"] == 10_000
+    ex.faults.clock_skew(0)
+    assert ex.faults.counts["clock_skew"] == 2
+
+
+def test_another_account_sees_only_its_own(venue):
+    ex, acct, client, _ = venue
+    other = ex.add_account(balances={"USDT": 50}, fee_rate=0)
+    theirs = ccxt.binance(ex.ccxt_config(account=other))
+    client.create_order(SYMBOL, "market", "buy", 0.01)
+    assert theirs.fetch_balance()["USDT"]["free"] == 50
+    assert theirs.fetch_orders(SYMBOL) == []
+    assert ex.ledger.fills(other) == [] and len(ex.ledger.fills(acct)) == 1
