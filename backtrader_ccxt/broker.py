@@ -125,6 +125,8 @@ class CCXTBroker(bt.BrokerBase):
         self.startingcash = 0.0
         self._driver = None
         self._started = False
+        self._known: list = []  # feeds whose symbol and holdings are taken
+        self._bases: set[str] = set()
         self._reconciled = 0
         self.stats: collections.Counter = collections.Counter()
 
@@ -157,35 +159,46 @@ class CCXTBroker(bt.BrokerBase):
         )
         manager = store.manager
         manager.add_closer(self._driver.close)
-        symbols = [d.p.dataname for d in store.datas]
+        symbols = [self._symbol(d) for d in store.datas]
         manager.submit(self._driver.start(symbols)).result(timeout=max(30.0, ex.timeout / 100))
         self._drain()
-        if self.p.load_positions:
-            self._load_positions(ex)
         self.startingcash = self.getcash()
         self._started = True
 
-    def _load_positions(self, ex) -> None:
-        """Spot holdings before the run: one position per base asset, on the first feed's
-        symbol with that base, at the market's last price (its cost is unknown)."""
-        seen = set()
+    def _discover(self) -> None:
+        """Feeds start after the broker: take each new one's symbol into the reconciliation,
+        and its base asset's holding as the position held before the run (priced at the
+        feed's first close: its cost is unknown)."""
         for data in self.store.datas:
-            symbol = data.p.dataname
-            market = ex.markets.get(symbol) or {}
-            base = market.get("base")
-            if not market.get("spot", True) or base in seen:
+            if any(d is data for d in self._known):
                 continue
-            seen.add(base)
+            if not len(data):
+                continue
+            self._known.append(data)
+            symbol = self._symbol(data)
+            self._submit_io(self._driver.add_symbol(symbol))
+            market = self._market(symbol)
+            base = market.get("base")
+            if not self.p.load_positions or market.get("spot") is False or base in self._bases:
+                continue
+            self._bases.add(base)
             total = self.balances.get(base, (0.0, 0.0, 0.0))[2]
-            if total:
-                last = ex.fetch_ticker(symbol).get("last") or 0.0
-                self.positions[symbol] = bt.Position(size=total, price=last)
+            if total and not self.positions[symbol].size:
+                self.positions[symbol] = bt.Position(size=total, price=data.close[0])
 
     def stop(self) -> None:
-        driver, self._driver = self._driver, None
-        if driver is not None:
-            self._drain()
-            self.store.stop(data=self)
+        """Reconcile once more (so cash, positions and orders are the exchange's at the end),
+        then release the store."""
+        driver = self._driver
+        if driver is None:
+            return
+        try:
+            self.store.manager.submit(driver.reconcile("stop")).result(timeout=10.0)
+        except Exception as exc:  # noqa: BLE001 - a failing last read must not block the stop
+            log.warning("last reconciliation failed: %s: %s", type(exc).__name__, exc)
+        self._drain()
+        self._driver = None
+        self.store.stop(data=self)
 
     def _submit_io(self, coro) -> None:
         if self._driver is None:
@@ -389,6 +402,7 @@ class CCXTBroker(bt.BrokerBase):
 
     def next(self) -> None:
         self._drain()
+        self._discover()
         self._check_emulated()
         self._check_valid()
 

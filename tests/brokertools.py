@@ -124,6 +124,12 @@ class FakeVenue:
     async def fetch_trades(self, symbol):
         pass
 
+    async def add_symbol(self, symbol):
+        pass
+
+    async def reconcile(self, why):
+        self.balance()
+
     def match(self, data):
         """Called as a new bar arrives (before the broker applies what is posted)."""
         for cid, o in list(self.open.items()):

@@ -19,6 +19,7 @@ import asyncio
 import logging
 import queue
 from collections.abc import Iterable
+from dataclasses import replace
 
 import ccxt
 
@@ -233,13 +234,24 @@ class OrderDriver:
             entry[1] = report.order_id
             if report.status != "open":
                 entry[2] = True
-        self._post("report", report)
+        # the fills first: a final report then finds them counted (no REST read for them)
         for trade in order.get("trades") or ():
-            fill = fill_from_ccxt({**trade, "symbol": trade.get("symbol") or order.get("symbol")})
-            if fill is not None and fill.client_id is None:
-                fill = fill.__class__(**{**fill.__dict__, "client_id": report.client_id})
+            fill = fill_from_ccxt(
+                {
+                    **trade,
+                    "symbol": trade.get("symbol") or order.get("symbol"),
+                    "side": trade.get("side") or order.get("side"),
+                    # Binance's FULL reply has no time per fill: the order's transaction time
+                    "timestamp": trade.get("timestamp") or report.timestamp,
+                    "order": trade.get("order") or report.order_id,
+                },
+                source,
+            )
             if fill is not None:
+                if fill.client_id is None:
+                    fill = replace(fill, client_id=report.client_id)
                 self._post("fill", fill)
+        self._post("report", report)
 
     # -- fills and reconciliation ----------------------------------------------------------
 
@@ -303,6 +315,11 @@ class OrderDriver:
             except asyncio.TimeoutError:
                 pass
             await self.reconcile("poll" if not self.stream else "periodic")
+
+    async def add_symbol(self, symbol: str) -> None:
+        if symbol not in self.symbols:
+            self.symbols.add(symbol)
+            await self.reconcile("new_symbol")
 
     def poke(self) -> None:
         """Reconcile now (loop thread)."""
