@@ -270,3 +270,136 @@ def test_another_account_sees_only_its_own(venue):
     assert theirs.fetch_balance()["USDT"]["free"] == 50
     assert theirs.fetch_orders(SYMBOL) == []
     assert ex.ledger.fills(other) == [] and len(ex.ledger.fills(acct)) == 1
+
+
+def future_trades(since_ms: int, seconds: float = 7200.0) -> list[dict]:
+    """The public trades after ``since_ms``, read from a twin exchange (same clock start,
+    so the same replay) whose clock is moved ahead: the path the venue will follow."""
+    clock = Clock()
+    twin = LocalExchange(symbols=(SYMBOL, "ETH/USDT"), timeframes=("1s",), history=600, clock=clock)
+    with twin:
+        clock.t = since_ms / 1000 + seconds
+        return twin.trades(SYMBOL, since_ms=since_ms + 1)
+
+
+def test_stop_loss_triggers_on_the_first_trade_at_or_below_it(venue):
+    ex, acct, client, clock = venue
+    p = last_price(ex)
+    stop = tick_round(p * Decimal("0.9995"))
+    order = client.create_order(SYMBOL, "market", "sell", 0.01, None, {"stopPrice": float(stop)})
+    assert order["status"] == "open" and order["info"]["type"] == "STOP_LOSS"
+    assert ex.ledger.balances(acct)["BTC"] == (Decimal("0.99"), Decimal("0.01"))
+    trigger = advance_until(ex, clock, lambda q: q <= stop)
+    got = client.fetch_order(order["id"], SYMBOL)
+    assert got["status"] == "closed"
+    [fill] = ex.ledger.fills(acct)
+    assert fill["price"] == Decimal(repr(trigger["price"])) and fill["time"] == trigger["timestamp"]
+    assert not fill["isMaker"]
+    assert ex.ledger.orders(acct)[0]["workingTime"] == trigger["timestamp"]
+
+
+def test_stop_limit_buy_becomes_a_limit_when_triggered(venue):
+    ex, acct, client, clock = venue
+    p = last_price(ex)
+    placed = ex.now_ms()
+    stop = tick_round(p * Decimal("1.0005"))
+    limit = tick_round(p * Decimal("1.001"))
+    order = client.create_order(
+        SYMBOL, "limit", "buy", 0.01, float(limit), {"stopPrice": float(stop)}
+    )
+    assert order["info"]["type"] == "STOP_LOSS_LIMIT" and order["status"] == "open"
+    path = future_trades(placed)
+    trig = next(t for t in path if Decimal(repr(t["price"])) >= stop)
+    trig_price = Decimal(repr(trig["price"]))
+    if trig_price <= limit:  # marketable at the trigger: taker at that trade's price
+        expected = (trig_price, trig["timestamp"], False)
+    else:  # a gap above the limit: it rests until a trade comes back to it
+        back = next(
+            t
+            for t in path
+            if t["timestamp"] > trig["timestamp"] and Decimal(repr(t["price"])) <= limit
+        )
+        expected = (limit, back["timestamp"], True)
+    clock.t = path[-1]["timestamp"] / 1000
+    [fill] = ex.ledger.fills(acct)
+    assert (fill["price"], fill["time"], fill["isMaker"]) == expected
+    assert ex.ledger.orders(acct)[0]["workingTime"] == trig["timestamp"]
+
+
+def test_a_stop_that_would_trigger_now_is_rejected(venue):
+    ex, acct, client, _ = venue
+    above = float(tick_round(last_price(ex) * Decimal("1.01")))
+    with pytest.raises(ccxt.OrderImmediatelyFillable, match="Stop price would trigger immediately"):
+        client.create_order(SYMBOL, "market", "sell", 0.01, None, {"stopPrice": above})
+    assert ex.ledger.orders(acct) == []
+
+
+def test_partial_fills_one_trade_at_a_time(venue):
+    ex, acct, client, clock = venue
+    ex.max_fill_qty = "0.004"
+    placed = ex.now_ms()
+    limit = tick_round(last_price(ex) * Decimal("0.9995"))
+    order = client.create_order(SYMBOL, "limit", "buy", 0.01, float(limit))
+    crossing = [t for t in future_trades(placed) if Decimal(repr(t["price"])) <= limit][:3]
+    assert len(crossing) == 3
+    clock.t = crossing[0]["timestamp"] / 1000
+    first = client.fetch_order(order["id"], SYMBOL)
+    assert first["status"] == "open" and first["filled"] == 0.004
+    assert first["info"]["status"] == "PARTIALLY_FILLED"
+    clock.t = crossing[2]["timestamp"] / 1000
+    fills = ex.ledger.fills(acct)
+    assert [f["time"] for f in fills] == [t["timestamp"] for t in crossing]
+    assert [f["qty"] for f in fills] == [Decimal("0.004"), Decimal("0.004"), Decimal("0.002")]
+    assert client.fetch_order(order["id"], SYMBOL)["status"] == "closed"
+    assert ex.ledger.balances(acct)["USDT"][1] == 0  # the lock fully released
+    # an immediate fill comes as several executions at one price and instant
+    market = client.create_order(SYMBOL, "market", "sell", 0.01)
+    assert [f["qty"] for f in market["info"]["fills"]] == ["0.00400000", "0.00400000", "0.00200000"]
+    assert len({f["price"] for f in market["info"]["fills"]}) == 1
+
+
+def test_lose_order_reply_times_out_while_the_ledger_holds_the_order(venue):
+    ex, acct, _, _ = venue
+    impatient = ccxt.binance({**ex.ccxt_config(account=acct), "timeout": 500})
+    impatient.load_markets()
+    ex.faults.lose_order_reply(1)
+    with pytest.raises(ccxt.RequestTimeout):
+        impatient.create_order(SYMBOL, "market", "buy", 0.01, None, {"clientOrderId": "lost-1"})
+    [req] = ex.ledger.create_requests(acct)
+    assert req["newClientOrderId"] == "lost-1"
+    [snap] = ex.ledger.orders(acct)
+    assert snap["status"] == "FILLED" and snap["clientOrderId"] == "lost-1"
+    # the way back: look it up by client id, never resend blindly
+    found = impatient.fetch_order(None, SYMBOL, {"origClientOrderId": "lost-1"})
+    assert found["id"] == str(snap["orderId"]) and found["status"] == "closed"
+    assert ex.faults.counts["lost_order_reply"] == 1
+    assert isinstance(ccxt.RequestTimeout("x"), ccxt.NetworkError)
+
+
+def test_cancel_races_fill_the_fill_wins(venue):
+    ex, acct, client, _ = venue
+    limit = tick_round(last_price(ex) * Decimal("0.99"))
+    order = client.create_order(SYMBOL, "limit", "buy", 0.01, float(limit))
+    ex.faults.cancel_races_fill(1)
+    with pytest.raises(ccxt.OrderNotFound, match="-2011"):
+        client.cancel_order(order["id"], SYMBOL)
+    got = client.fetch_order(order["id"], SYMBOL)
+    assert got["status"] == "closed" and got["average"] == float(limit)
+    [fill] = ex.ledger.fills(acct)
+    assert fill["price"] == limit and fill["qty"] == Decimal("0.01")
+    assert ex.ledger.balances(acct)["USDT"][1] == 0
+    assert ex.faults.counts["cancel_race"] == 1
+
+
+def test_trading_is_binance_only_and_accounts_are_checked():
+    with pytest.raises(ValueError, match="'binance' only; this exchange speaks 'okx'"):
+        LocalExchange(symbols=(SYMBOL,), protocol="okx").add_account({"USDT": 1})
+    ex = LocalExchange(symbols=(SYMBOL,), timeframes=("1s",), history=10)
+    with pytest.raises(ValueError, match="fee_rate must be in"):
+        ex.add_account(fee_rate=1.5)
+    with pytest.raises(ValueError, match="asset must be an upper-case code"):
+        ex.add_account({"usdt": 1})
+    stranger = LocalExchange(symbols=(SYMBOL,)).add_account({"USDT": 1})
+    with ex:
+        with pytest.raises(ValueError, match="not an account of this exchange"):
+            ex.ccxt_config(account=stranger)

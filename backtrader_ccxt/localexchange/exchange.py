@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
+from ..errors import ConfigurationError
 from .accounts import Account, Ledger, dec
 from .data import Candle, Replay, check_symbol, parse_timeframe
 from .matching import MatchingEngine, TradePath
@@ -312,6 +313,7 @@ class LocalExchange:
             raise RuntimeError("LocalExchange is not started: call start() or use 'with'")
         config = wire.ccxt_config(self.host, port)
         if account is not None:
+            self._need_trading()
             self._accounts.book(account)  # ValueError if not ours
             config["apiKey"] = account.api_key
             config["secret"] = account.secret
@@ -332,6 +334,7 @@ class LocalExchange:
         and paying ``fee_rate`` of each execution's quote amount, in the quote asset.
         ``api_key`` / ``secret``: random (64 hex characters) unless given. Before or after
         :meth:`start`; any number of accounts. See docs/localexchange.md, "Trading"."""
+        self._need_trading()
         return self._call(self._accounts.add_account, balances, fee_rate, api_key, secret, name)
 
     @property
@@ -353,6 +356,13 @@ class LocalExchange:
         self._max_fill_qty = qty
         if self._desk is not None:
             self._call(setattr, self._desk.engine, "max_fill_qty", qty)
+
+    def _need_trading(self) -> None:
+        if self.protocol != "binance":
+            raise ConfigurationError(
+                f"trading (accounts, orders, user streams) is served on protocol 'binance' "
+                f"only; this exchange speaks {self.protocol!r}"
+            )
 
     def _make_desk(self, wire: Protocol) -> TradingDesk:
         """The trading desk over the trade ledger (kept across restarts); Binance's
