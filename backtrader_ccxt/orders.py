@@ -351,6 +351,7 @@ class OrderLedger:
         return [Event("status", t.ref, status, reason=reason)]
 
     def on_report(self, r: OrderReport) -> list[Event]:
+        self._count(f"report_from_{r.source}")
         t = self.find(r.client_id, r.order_id)
         if t is None:
             self._count("report_foreign")
@@ -424,6 +425,7 @@ class OrderLedger:
         if f.trade_id in self.trade_ids:
             return []
         self.trade_ids.add(f.trade_id)
+        self._count(f"fill_from_{f.source}")
         if f.amount <= 0:
             self._count("fill_empty")
             return []
