@@ -41,6 +41,7 @@ class Trader(bt.Strategy):
         ("start", START),
         ("stop_at", ROWS - 4),
         ("on_bar", None),  # on_bar(strategy, n) before the rule: faults, cancels
+        ("limit_offset", None),  # buy with a limit this far under the close (else market)
     )
 
     def __init__(self):
@@ -67,7 +68,11 @@ class Trader(bt.Strategy):
         if n < self.p.start or n > self.p.stop_at:
             return
         if self.position.size == 0 and n % self.p.every == 0:
-            self.buy(size=self.p.size)
+            if self.p.limit_offset is None:
+                self.buy(size=self.p.size)
+            else:
+                price = round(self.data.close[0] - self.p.limit_offset, 2)
+                self.buy(size=self.p.size, exectype=bt.Order.Limit, price=price)
             self.entry = n
         elif self.position.size > 0 and self.entry is not None and n - self.entry >= self.p.hold:
             self.sell(size=self.position.size)

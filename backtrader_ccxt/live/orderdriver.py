@@ -287,6 +287,8 @@ class OrderDriver:
                     orders = await self.ex.fetch_open_orders(symbol)
                 except ccxt.BaseError as exc:
                     log.info("%s: fetch_open_orders %s failed: %s", self.ex.id, symbol, exc)
+                    if isinstance(exc, ccxt.InvalidNonce):
+                        await self.sync_time()  # -1021: the venue's clock moved
                     continue
                 for order in orders:
                     self._take_order(order, "rest")
