@@ -121,6 +121,8 @@ class CCXTBroker(bt.BrokerBase):
         self._children: dict[int, list[bt.Order]] = {}
         self._expiring: set[int] = set()
         self._dirty: set[int] = set()  # refs with fills not notified yet
+        #: open orders of an earlier run (same client id prefix): client id -> OrderReport
+        self.earlier_orders: dict = {}
         #: the cash at start (backtrader's writer and analyzers read it)
         self.startingcash = 0.0
         self._driver = None
@@ -414,7 +416,11 @@ class CCXTBroker(bt.BrokerBase):
                 return
             kind = item[0]
             if kind == "report":
-                self._apply(self.ledger.on_report(item[1]))
+                report = item[1]
+                events = self.ledger.on_report(report)
+                if not events and self.ledger.find(report.client_id, report.order_id) is None:
+                    self._foreign(report)
+                self._apply(events)
             elif kind == "fill":
                 self._apply(self.ledger.on_fill(item[1]))
             elif kind == "final":
@@ -425,6 +431,25 @@ class CCXTBroker(bt.BrokerBase):
                 self.balances.update(item[1])
             elif kind == "reconciled":
                 self._reconciled += 1
+
+    def _foreign(self, report) -> None:
+        """An order this run did not send: one of an earlier run of a broker with this prefix
+        (kept in ``earlier_orders`` while open, and warned about once), or someone else's."""
+        cid = report.client_id
+        if not self.ids.ours(cid) or self.ids.this_run(cid):
+            return
+        if report.status == "open":
+            if cid not in self.earlier_orders:
+                log.warning(
+                    "%s: order %s (%s %s) of an earlier run is still open on the exchange",
+                    report.symbol,
+                    cid,
+                    report.side,
+                    report.amount,
+                )
+            self.earlier_orders[cid] = report
+        else:
+            self.earlier_orders.pop(cid, None)
 
     def _apply(self, events) -> None:
         """Apply the ledger's events; an order with new fills is notified once per batch

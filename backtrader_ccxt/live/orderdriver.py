@@ -69,8 +69,10 @@ class OrderDriver:
         self.symbols: set[str] = set()
         #: client id -> [symbol, order id or None, finished]
         self.working: dict[str, list] = {}
+        self._created: dict[str, asyncio.Event] = {}  # set once a create has its outcome
         self._since: dict[str, int] = {}  # per symbol: the newest trade time read over REST
         self._tasks: set[asyncio.Task] = set()
+        self._start_ms = 0
         self._reconcile_lock: asyncio.Lock | None = None
         self._wake: asyncio.Event | None = None
         self._stopping = False
@@ -84,6 +86,9 @@ class OrderDriver:
         self._reconcile_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self.symbols.update(symbols)
+        # this run's orders trade after its start: older trades are not read
+        self._start_ms = self._store.clock.now_ms() - 60_000
+        await self._open_orders_everywhere()
         await self.reconcile("start")
         if self.stream:
             for name in ("watch_orders", "watch_my_trades", "watch_balance"):
@@ -132,6 +137,13 @@ class OrderDriver:
         cid = req.params["clientOrderId"]
         self.symbols.add(req.symbol)
         self.working[cid] = [req.symbol, None, False]
+        done = self._created.setdefault(cid, asyncio.Event())
+        try:
+            await self._create(req, cid)
+        finally:
+            done.set()
+
+    async def _create(self, req: OrderRequest, cid: str) -> None:
         ex = self.ex
         signed = int(ex.nonce()) if hasattr(ex, "nonce") else self._store.clock.now_ms()
         try:
@@ -200,6 +212,12 @@ class OrderDriver:
             return
 
     async def cancel(self, cid: str, symbol: str) -> None:
+        created = self._created.get(cid)
+        if created is not None:
+            # a cancel racing its own create would find no order, and the order would stay
+            await created.wait()
+        if self.working.get(cid, [None, None, True])[2]:
+            return await self.read_order(cid, symbol)
         backoff = Backoff(self._store.retry_delay, self._store.retry_max_delay)
         for _ in range(max(1, self._store.retries + 1)):
             try:
@@ -257,7 +275,7 @@ class OrderDriver:
 
     async def fetch_trades(self, symbol: str) -> None:
         """Every trade of ``symbol`` since the last one read (a page at a time)."""
-        since = self._since.get(symbol)
+        since = self._since.get(symbol, self._start_ms)
         while True:
             try:
                 trades = await self.ex.fetch_my_trades(symbol, since, _TRADES_PAGE)
@@ -272,7 +290,7 @@ class OrderDriver:
                 newest = max(int(t.get("timestamp") or 0) for t in trades)
                 # the same millisecond again next time: the ledger drops what it has counted
                 self._since[symbol] = max(self._since.get(symbol) or 0, newest)
-            if len(trades) < _TRADES_PAGE or since == self._since.get(symbol):
+            if len(trades) < _TRADES_PAGE or since == self._since.get(symbol, self._start_ms):
                 return
             since = self._since[symbol]
 
@@ -299,6 +317,20 @@ class OrderDriver:
                     await self.read_order(cid, symbol)
             await self.fetch_balance()
             self._post("reconciled", self.stats[f"broker_reconcile_{why}"])
+
+    async def _open_orders_everywhere(self) -> None:
+        """Once at start: every open order of the account (an earlier run's too), in one call
+        where the venue allows it without a symbol (Binance: weight 80, once)."""
+        self.ex.options["warnOnFetchOpenOrdersWithoutSymbol"] = False
+        try:
+            orders = await self.ex.fetch_open_orders()
+        except ccxt.BaseError as exc:
+            log.info("%s: open orders of every symbol: %s", self.ex.id, exc)
+            return
+        for order in orders:
+            if order.get("symbol"):
+                self.symbols.add(order["symbol"])
+            self._take_order(order, "rest")
 
     async def fetch_balance(self) -> None:
         try:
@@ -362,7 +394,11 @@ class OrderDriver:
                 if fill is not None:
                     self._post("fill", fill)
             else:
-                self._post("report", report_from_ccxt(item, "stream"))
+                report = report_from_ccxt(item, "stream")
+                entry = self.working.get(report.client_id)
+                if entry is not None and report.status != "open":
+                    entry[2] = True
+                self._post("report", report)
 
 
 def _assets(balance: dict) -> dict:
