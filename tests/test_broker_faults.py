@@ -84,6 +84,7 @@ def test_stream_faults_change_no_fill(rows, fault, key):
     assert len(fills) >= 4
     if key in ("drop_during_fill", "fill_while_disconnected"):
         assert broker.store.stats["broker_stream_breaks"] >= 1
+        assert broker.store.stats["broker_stream_restored"] >= 1  # and the stream came back
         assert broker.ledger.stats.get("fill_from_rest", 0) >= 1  # the gap came over REST
     if key == "duplicate_report":
         assert broker.ledger.stats["fill_duplicate"] + broker.ledger.stats["report_duplicate"] > 0

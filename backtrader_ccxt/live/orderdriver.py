@@ -201,10 +201,10 @@ class OrderDriver:
                 continue
             except ccxt.BaseError as exc:
                 if isinstance(exc, ccxt.NetworkError):
-                    await self._sleep(backoff.next())
+                    await self._sleep(backoff.next_delay())
                     continue
                 log.error("%s: looking up %s failed: %s", self.ex.id, cid, exc)
-                await self._sleep(backoff.next())
+                await self._sleep(backoff.next_delay())
                 continue
             self.stats["broker_create_adopted"] += 1
             self._take_order(order, "lookup")
@@ -227,7 +227,7 @@ class OrderDriver:
                 self.stats["broker_cancel_refused"] += 1
                 break
             except ccxt.NetworkError:
-                await self._sleep(backoff.next())  # a cancel is idempotent: safe to repeat
+                await self._sleep(backoff.next_delay())  # a cancel is idempotent: safe to repeat
                 continue
             except ccxt.BaseError as exc:
                 log.warning("%s: cancel %s failed: %s", self.ex.id, cid, exc)
@@ -374,13 +374,14 @@ class OrderDriver:
                     self.stats["broker_stream_breaks"] += 1
                     log.warning("%s: %s broke (%s)", getattr(self.ex, "id", "?"), name, exc)
                 broken = True
-                await self._sleep(backoff.next())
+                await self._sleep(backoff.next_delay())
                 # the stream reconnects on the next call; what it missed comes over REST
                 self._spawn(self.reconcile("break"), "reconcile-break")
                 continue
             if broken:
                 broken = False
                 backoff.reset()
+                self.stats["broker_stream_restored"] += 1
                 self._spawn(self.reconcile("restored"), "reconcile-restored")
             self._take_stream(name, items)
 
