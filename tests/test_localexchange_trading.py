@@ -167,6 +167,8 @@ def test_client_order_ids_unique_among_open_orders_only(venue):
             SYMBOL, "market", "buy", 0.01, None, {"clientOrderId": "bt-" + "a" * 36}
         )
     assert len(ex.ledger.orders(acct)) == 3
+    snap = ex.stats.snapshot()
+    assert (snap["orders_accepted"], snap["orders_rejected"], snap["fills"]) == (3, 2, 2)
 
 
 def test_market_order_given_a_price_is_sent_as_quote_order_qty(venue):
@@ -403,3 +405,57 @@ def test_trading_is_binance_only_and_accounts_are_checked():
     with ex:
         with pytest.raises(ValueError, match="not an account of this exchange"):
             ex.ccxt_config(account=stranger)
+
+
+def test_cancel_all_orders_of_a_symbol(venue):
+    ex, acct, client, _ = venue
+    low = float(tick_round(last_price(ex) * Decimal("0.9")))
+    eth_low = float(tick_round(last_price(ex, "ETH/USDT") * Decimal("0.9")))
+    a = client.create_order(SYMBOL, "limit", "buy", 0.01, low)
+    b = client.create_order(SYMBOL, "limit", "buy", 0.02, low)
+    e = client.create_order("ETH/USDT", "limit", "buy", 0.1, eth_low)
+    canceled = client.cancel_all_orders(SYMBOL)
+    assert sorted(o["id"] for o in canceled) == sorted([a["id"], b["id"]])
+    with pytest.raises(ccxt.ExchangeError, match="without specifying a symbol"):
+        client.fetch_open_orders()  # ccxt's own guard (the trap)
+    client.options["fetchOpenOrders"] = {"warnWithoutSymbol": False}
+    assert [o["id"] for o in client.fetch_open_orders()] == [e["id"]]  # served all the same
+    with pytest.raises(ccxt.OrderNotFound, match="-2011"):
+        client.cancel_all_orders(SYMBOL)
+    free, locked = ex.ledger.balances(acct)["USDT"]
+    assert free + locked == Decimal(10_000) and locked > 0  # only the ETH order's lock
+
+
+def test_recv_window_limits(venue):
+    ex, acct, client, _ = venue
+    with pytest.raises(ccxt.ExchangeError, match="-1131"):
+        client.fetch_balance({"recvWindow": 60001})
+    assert client.fetch_balance({"recvWindow": 60000})["USDT"]["free"] == 10_000
+    ex.faults.clock_skew(-20_000)
+    with pytest.raises(ccxt.InvalidNonce, match="ahead of the server"):
+        client.fetch_balance({"recvWindow": 60000})
+    ex.faults.clock_skew(20_000)
+    with pytest.raises(ccxt.InvalidNonce, match="outside of the recvWindow"):
+        client.fetch_balance()
+    assert client.fetch_balance({"recvWindow": 30_000})["USDT"]["free"] == 10_000
+    ex.faults.clock_skew(0)
+
+
+def test_test_orders_and_a_429_book_nothing(venue):
+    ex, acct, client, _ = venue
+    assert client.create_order(SYMBOL, "market", "buy", 0.01, None, {"test": True})["id"] is None
+    ex.faults.rest_errors("429", path="/api/v3/order")
+    with pytest.raises(ccxt.DDoSProtection):  # a NetworkError, like a timeout
+        client.create_order(SYMBOL, "market", "buy", 0.01)
+    assert ex.ledger.orders(acct) == [] and ex.ledger.create_requests(acct) == []
+
+
+def test_a_market_order_at_a_candles_start_fills_at_its_open(venue):
+    ex, acct, client, clock = venue
+    open_ms = (ex.now_ms() // 1000 + 2) * 1000
+    clock.t = (open_ms + 1) / 1000  # just after the open: the candle's first trade only
+    client.create_order(SYMBOL, "market", "buy", 0.01)
+    clock.t += 2
+    candle = ex.candle_at(SYMBOL, "1s", open_ms)
+    [fill] = ex.ledger.fills(acct)
+    assert fill["price"] == Decimal(repr(candle[1])) and fill["time"] == open_ms + 1

@@ -271,6 +271,7 @@ def test_duplicate_execution_reports(venue):
     assert trade["x"] == "TRADE" and account["e"] == "outboundAccountPosition"
     assert ex.faults.counts["duplicate_report"] == 1
     assert len(ex.ledger.fills(acct)) == 1
+    assert ex.stats.user_events_sent == 4
 
 
 def test_reordered_reports_leave_ccxt_pro_showing_a_stale_status(venue):
@@ -311,11 +312,18 @@ def test_drop_user_stream_breaks_ccxt_pro_watch(venue):
             dropped = await asyncio.to_thread(ex.faults.drop_user_stream)
             with pytest.raises(ccxt.NetworkError):
                 await asyncio.wait_for(watch, WAIT)
-            return dropped
+            # the next call reconnects and subscribes again: the next order is seen
+            sent = ex.stats.ws_messages_sent
+            again = asyncio.ensure_future(client.watch_orders(SYMBOL))
+            await eventually_async(lambda: ex.stats.ws_messages_sent > sent)  # subscribed
+            order = await client.create_order(SYMBOL, "market", "buy", 0.01)
+            seen = await asyncio.wait_for(again, WAIT)
+            return dropped, order, seen
         finally:
             await client.close()
 
-    assert run(main()) == 1
+    dropped, order, seen = run(main())
+    assert dropped == 1 and seen[-1]["id"] == order["id"]
     assert ex.faults.counts["user_stream_drop"] == 1
 
 
@@ -370,12 +378,20 @@ def test_fill_while_disconnected(venue):
 
 
 def test_a_fast_clock_fills_resting_orders_on_its_own_time():
-    base, start, speed = time.time(), time.monotonic(), 30.0
+    class FastClock:  # stands still until started, then runs 30 times real time
+        def __init__(self):
+            self.base, self.started = time.time(), None
 
-    def fast():
-        return base + (time.monotonic() - start) * speed
+        def start(self):
+            self.started = time.monotonic()
 
-    ex = LocalExchange(symbols=(SYMBOL,), timeframes=("1s",), history=120, clock=fast)
+        def __call__(self):
+            if self.started is None:
+                return self.base
+            return self.base + (time.monotonic() - self.started) * 30.0
+
+    clock = FastClock()
+    ex = LocalExchange(symbols=(SYMBOL,), timeframes=("1s",), history=120, clock=clock)
     acct = ex.add_account(balances={"USDT": 10_000})
     with ex:
         client = rest(ex, acct)
@@ -383,13 +399,14 @@ def test_a_fast_clock_fills_resting_orders_on_its_own_time():
 
         async def main():
             async with UserWs(ex, acct) as ws:
-                price = await asyncio.to_thread(
-                    lambda: ex.trades(SYMBOL, since_ms=ex.now_ms() - 5000)[-1]["price"]
-                )
-                limit = round(price * 0.9999, 2)
+                now = ex.now_ms()
+                price = (await asyncio.to_thread(ex.trades, SYMBOL, now - 5000))[-1]["price"]
+                limit = round(price * 0.9999, 2)  # below the price: it rests
                 await asyncio.to_thread(client.create_order, SYMBOL, "limit", "buy", 0.01, limit)
+                new, lock = await ws.events(2)
+                assert new["x"] == "NEW" and lock["e"] == "outboundAccountPosition"
                 calls = ex.stats.rest_calls
-                await ws.events(2)  # NEW + the lock
+                clock.start()
                 trade = (await ws.events(1))[0]  # pushed by the matching timer
                 assert ex.stats.rest_calls == calls  # no request drove it
                 return limit, trade
@@ -402,3 +419,51 @@ def test_a_fast_clock_fills_resting_orders_on_its_own_time():
             if t["price"] <= limit
         )
         assert trade["T"] == crossing["timestamp"] == ex.ledger.fills(acct)[0]["time"]
+
+
+def test_websocket_api_orders_and_a_lost_reply_that_never_times_out(venue):
+    ex, acct = venue
+
+    async def main():
+        client = ccxt.pro.binance(ex.ccxt_config(account=acct))
+        try:
+            await client.load_markets()
+            market = await client.create_order_ws(SYMBOL, "market", "buy", 0.01)
+            limit = await client.create_order_ws(SYMBOL, "limit", "buy", 0.01, 10_000)
+            status = (await client.fetch_order_ws(limit["id"], SYMBOL))["status"]
+            canceled = await client.cancel_order_ws(limit["id"], SYMBOL)
+            with pytest.raises(ccxt.OrderNotFound, match="-2011"):
+                await client.cancel_order_ws(limit["id"], SYMBOL)
+            await asyncio.to_thread(ex.faults.lose_order_reply, 1)
+            lost = asyncio.ensure_future(client.create_order_ws(SYMBOL, "market", "buy", 0.01))
+            await eventually_async(lambda: len(ex.ledger.orders(acct)) == 3)
+            booked_without_reply = not lost.done()  # create_order_ws has no timeout of its own
+            lost.cancel()
+            return market, status, canceled, booked_without_reply
+        finally:
+            await client.close()
+
+    market, status, canceled, booked_without_reply = run(main())
+    snaps = ex.ledger.orders(acct)
+    assert market["status"] == "closed" and snaps[0]["status"] == "FILLED"
+    assert status == "open" and canceled["status"] == "canceled"
+    assert snaps[1]["status"] == "CANCELED" and snaps[2]["status"] == "FILLED"
+    assert booked_without_reply and ex.faults.counts["lost_order_reply"] == 1
+
+
+def test_stream_faults_wait_for_a_listener(venue):
+    ex, acct = venue
+    client = rest(ex, acct)
+    client.load_markets()
+    ex.faults.drop_user_stream_during_fill(1)
+    client.create_order(SYMBOL, "market", "buy", 0.01)  # nobody listens: nothing to drop
+    assert ex.faults.counts["drop_during_fill"] == 0
+    assert ex.faults.pending()["drop_user_stream_during_fill"] == 1
+
+    async def main():
+        async with UserWs(ex, acct) as ws:
+            await asyncio.to_thread(client.create_order, SYMBOL, "market", "sell", 0.01)
+            return await closed(ws)
+
+    assert run(main())
+    assert ex.faults.counts["drop_during_fill"] == 1 and ex.faults.counts["user_stream_drop"] == 1

@@ -54,6 +54,7 @@ __all__ = ["PATHS", "WS_API_PATH", "BinancePrivate", "symbol_rules"]
 PATHS = (
     "/api/v3/account",
     "/api/v3/order",
+    "/api/v3/order/test",
     "/api/v3/openOrders",
     "/api/v3/allOrders",
     "/api/v3/myTrades",
@@ -225,6 +226,9 @@ class BinancePrivate:
         desk.sync()
         if path == "/api/v3/account" and method == "GET":
             return self._json(self._account(account, params))
+        if path == "/api/v3/order/test" and method == "POST":
+            self._request(params)  # the parameters' checks only: nothing is booked
+            return self._json({})
         if path == "/api/v3/order":
             if method == "POST":
                 return self._new_order(account, params)
@@ -362,15 +366,25 @@ class BinancePrivate:
         )
 
     def _new_order(self, account: Account, params: dict) -> Reply:
-        req = self._request(params)
+        body, lose = self._place(account, params)
+        return Reply(200, fmt.dumps(body), lose=lose)
+
+    def _place(self, account: Account, params: dict) -> tuple[dict, bool]:
+        """Book an order; its reply and whether ``lose_order_reply`` eats that reply."""
+        try:
+            req = self._request(params)
+        except _Bad:
+            if self.desk.stats is not None:
+                self.desk.stats.orders_rejected += 1
+            raise
         order = self.desk.place(account, req, params)
-        reply = self._json(self._order_reply(order, params.get("newOrderRespType") or "FULL"))
+        body = self._order_reply(order, params.get("newOrderRespType") or "FULL")
         st = self.desk.faults
         if st.lose_reply > 0:
             st.lose_reply -= 1
             st.counts["lost_order_reply"] += 1
-            return Reply(reply.status, reply.body, lose=True)
-        return reply
+            return body, True
+        return body, False
 
     def _order_reply(self, order: Order, resp_type: str) -> dict:
         ack = {
@@ -579,6 +593,8 @@ class BinancePrivate:
             if not isinstance(params, dict):
                 raise _Bad(-1100, "Malformed request: 'params' must be an object.")
             result = self._ws_call(hub, conn, method, params)
+            if result is _LOST:
+                return  # lose_order_reply: booked, never answered
         except (_Bad, Rejected) as e:
             status = getattr(e, "status", 400)
             hub.send(conn, fmt.dumps(_ws_error(rid, status, e.code, e.msg)))
@@ -595,14 +611,7 @@ class BinancePrivate:
         if method == "time":
             return {"serverTime": desk.server_ms()}
         if method == "userDataStream.subscribe.signature":
-            account = self._account_for_key(params.get("apiKey"))
-            signature = params.get("signature")
-            if not signature:
-                raise _mandatory("signature")
-            strs = {k: _ws_str(v) for k, v in params.items() if k != "signature"}
-            self._check_time(strs)
-            payload = "&".join(f"{k}={strs[k]}" for k in sorted(strs))
-            self._check_signature(account, payload, str(signature))
+            account, _ = self._ws_signed(params)
             if desk.streams.refusing:
                 hub._forget(conn)
                 hub._abort(conn)
@@ -616,7 +625,30 @@ class BinancePrivate:
             return {}
         if method == "session.subscriptions":
             return [{"subscriptionId": s} for s in desk.streams.held(conn)]
+        if method in ("order.place", "order.cancel", "order.status"):
+            account, strs = self._ws_signed(params)
+            desk.sync()
+            if method == "order.place":
+                body, lose = self._place(account, strs)
+                return _LOST if lose else body
+            if method == "order.cancel":
+                return self._cancel(account, strs)
+            return self._find(account, strs).snapshot()
         raise _Bad(-1020, "This operation is not supported.")
+
+    def _ws_signed(self, params: dict) -> tuple[Account, dict]:
+        """A signed WebSocket-API request: the account and its params as strings."""
+        account = self._account_for_key(params.get("apiKey"))
+        signature = params.get("signature")
+        if not signature:
+            raise _mandatory("signature")
+        strs = {k: _ws_str(v) for k, v in params.items() if k != "signature"}
+        self._check_time(strs)
+        payload = "&".join(f"{k}={strs[k]}" for k in sorted(strs))
+        self._check_signature(account, payload, str(signature))
+        for key in ("apiKey", "timestamp", "recvWindow", "returnRateLimits"):
+            strs.pop(key, None)
+        return account, strs
 
     # -- user-data pushes -------------------------------------------------------------------
 
@@ -681,6 +713,8 @@ class BinancePrivate:
     def wrap(sid: int, payload: dict) -> dict:
         return {"subscriptionId": sid, "event": payload}
 
+
+_LOST = object()  # a WebSocket-API answer that lose_order_reply eats
 
 _WS_LIMITS = [
     {

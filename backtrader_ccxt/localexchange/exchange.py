@@ -33,7 +33,9 @@ class LocalExchange:
     It replays real candles re-stamped onto the current clock, so the real ccxt,
     ccxt.async_support and ccxt.pro clients of that venue (``ccxt.binance``, ``ccxt.okx``,
     ``ccxt.bybit`` ...) talk to it unmodified once their URLs point at it
-    (:meth:`ccxt_config`). See ``docs/localexchange.md``.
+    (:meth:`ccxt_config`). On Binance it also trades: :meth:`add_account`,
+    ``ccxt_config(account=...)``, :attr:`ledger`, :attr:`max_fill_qty` and the trading fault
+    controls (``trading_faults.py``). See ``docs/localexchange.md``.
 
     Params:
         protocol: ``"binance"`` (default), ``"okx"`` or ``"bybit"``: the venue whose REST
@@ -382,6 +384,7 @@ class LocalExchange:
                 exact_clock=self._exact_clock,
                 poll_interval=self.poll_interval,
             )
+            self._desk.stats = self.stats
         desk = self._desk
         desk.engine.path = path
         if self.protocol == "binance":

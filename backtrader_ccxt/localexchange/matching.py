@@ -373,10 +373,10 @@ class MatchingEngine:
             assert p is not None
             if order.is_stop and not order.triggered:
                 order.working_time = now
-            price = p if order.price is None else order.price
-            if order.side == "BUY" and order.lock_asset == order.quote and order.price is None:
-                self._release(order)
-            self._fill_chunks(order, order.remaining, price, now, maker=order.price is not None)
+            if order.price is None:  # a stop-market: at the current price, funds permitting
+                self._taker_fill(order, p, now)
+            else:
+                self._fill_chunks(order, order.remaining, order.price, now, maker=True)
         return self._take(now)
 
     def find(

@@ -22,6 +22,10 @@ _COUNTERS = (
     "ws_pings_sent",
     "ws_pongs_received",
     "ws_client_pings",
+    "orders_accepted",
+    "orders_rejected",
+    "fills",
+    "user_events_sent",
 )
 
 
@@ -46,6 +50,10 @@ class Stats:
         ws_client_pings: the client's pings answered: protocol-level ping frames (what
             ccxt.pro sends Binance) and the venues' own text pings (OKX ``ping``, Bybit
             ``{"op": "ping"}``).
+        orders_accepted / orders_rejected: new orders booked / refused (any reason, REST or
+            WebSocket API); fills: executions booked (trading, Binance).
+        user_events_sent: user-data pushes written (execution reports and balance updates,
+            per connection, duplicates included).
     """
 
     def __init__(self):

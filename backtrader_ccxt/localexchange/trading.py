@@ -52,6 +52,7 @@ class TradingDesk:
         self.exact_clock = exact_clock
         self.poll_interval = poll_interval
         self.hub = None  # the stream hub, set once the server runs
+        self.stats = None  # the exchange's Stats, set by LocalExchange
         self._timer: asyncio.TimerHandle | None = None
         self._stopping = False
         engine.on_fill = self._on_fill
@@ -77,7 +78,14 @@ class TradingDesk:
     def place(self, account: Account, req: OrderRequest, request: dict) -> Order:
         """Book an order (raises ``Rejected``); ``request`` is recorded as accepted."""
         self.sync()
-        order, events = self.engine.place(account, req, self.now_ms())
+        try:
+            order, events = self.engine.place(account, req, self.now_ms())
+        except Exception:
+            if self.stats is not None:
+                self.stats.orders_rejected += 1
+            raise
+        if self.stats is not None:
+            self.stats.orders_accepted += 1
         self.ledger.add_create(account, {**request, "orderId": order.order_id})
         self.publish(events)
         self._arm()
@@ -110,6 +118,8 @@ class TradingDesk:
             self.streams.publish(self.hub, account, pushes)
 
     def _on_fill(self, fill: Fill) -> None:
+        if self.stats is not None:
+            self.stats.fills += 1
         st = self.faults
         if st.disconnected_fills > 0:
             st.disconnected_fills -= 1

@@ -89,14 +89,14 @@ class Faults(_SharedFaults):
         return self._run(self._owner._drop_user_streams)
 
     def drop_user_stream_during_fill(self, n: int = 1) -> None:
-        """At each of the next ``n`` executions (fills), cut every user-data connection of
-        that account before the fill's reports are sent: the fill is in REST only. Counted
-        as ``drop_during_fill``."""
+        """At each of the next ``n`` instants with a fill for an account that has a user-data
+        connection, cut that account's user-data connections before the fill's reports are
+        sent: the fill is in REST only. Counted as ``drop_during_fill``."""
         self._add("drop_during_fill", _positive("n", n))
 
     def duplicate_execution_reports(self, n: int = 1) -> None:
-        """Send each of the next ``n`` execution reports twice. Counted as
-        ``duplicate_report``."""
+        """Send each of the next ``n`` execution reports that have a listener twice.
+        Counted as ``duplicate_report``."""
         self._add("duplicate_reports", _positive("n", n))
 
     def reorder_execution_reports(self, n: int = 1) -> None:

@@ -123,13 +123,13 @@ class UserStreams:
         if hub is None or not pushes:
             return
         st = self.faults
+        if not self.connections(account):
+            return  # nobody listens: pending faults wait for a listener
+        conns = self.subs[account]
         if st.drop_during_fill > 0 and any(p.fill for p in pushes):
             st.drop_during_fill -= 1
             st.counts["drop_during_fill"] += 1
             st.counts["user_stream_drop"] += self.drop(hub, account)
-            return
-        conns = self.subs.get(account)
-        if not conns:
             return
         pushes = list(pushes)
         reports = [i for i, p in enumerate(pushes) if p.report]
@@ -152,3 +152,4 @@ class UserStreams:
                     text = json.dumps(body, separators=(",", ":"))
                     for _ in range(times):
                         hub.send(conn, text)
+                        hub.stats.user_events_sent += 1
