@@ -67,7 +67,8 @@ class CCXTBroker(bt.BrokerBase):
       - ``stream`` (bool, default None): follow the user-data stream (ccxt.pro
         ``watch_orders``/``watch_my_trades``/``watch_balance``); None: when ccxt.pro has them.
         Otherwise a REST poll every ``poll_interval``.
-      - ``poll_interval`` (float s, default 1): the REST poll's period without a stream.
+      - ``poll_interval`` (float s, default 3): the REST poll's period without a stream (a
+        cycle reads only the symbols with orders working).
       - ``reconcile_interval`` (float s, default 30): with a stream, a REST reconciliation this
         often as well (and always after a break).
       - ``client_id_prefix`` (str, default ``'bt'``): the client ids' prefix.
@@ -84,7 +85,7 @@ class CCXTBroker(bt.BrokerBase):
     params = (
         ("currency", None),
         ("stream", None),
-        ("poll_interval", 1.0),
+        ("poll_interval", 3.0),
         ("reconcile_interval", 30.0),
         ("client_id_prefix", "bt"),
         ("emulate_stops", "auto"),
@@ -162,7 +163,7 @@ class CCXTBroker(bt.BrokerBase):
         manager = store.manager
         manager.add_closer(self._driver.close)
         symbols = [self._symbol(d) for d in store.datas]
-        manager.submit(self._driver.start(symbols)).result(timeout=max(30.0, ex.timeout / 100))
+        manager.submit(self._driver.start(symbols)).result(timeout=30.0 + 3 * ex.timeout / 1000)
         self._drain()
         self.startingcash = self.getcash()
         self._started = True

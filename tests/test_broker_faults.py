@@ -19,6 +19,7 @@ from brokerlive import (
 from test_rehearsal import make_rows
 
 from backtrader_ccxt import CCXTStore
+from backtrader_ccxt.errors import FatalExchangeError
 from backtrader_ccxt.localexchange import LocalExchange, RehearsalExchange
 
 pytest.importorskip("pandas")
@@ -176,3 +177,18 @@ def test_clock_skew_is_measured_and_the_refused_order_sent_once_more():
         assert strat.notes[:3] == ["Submitted", "Accepted", "Completed"]
         check_ledgers(ex, acct, broker)
         assert len(ex.ledger.create_requests(acct)) == 1
+
+
+def test_refused_credentials_fail_the_start_with_the_reason_and_no_secret():
+    with LocalExchange(symbols=(SYMBOL,), timeframes=("1s",), history=10) as ex:
+        acct = ex.add_account(balances={"USDT": 100})
+        config = {**ex.ccxt_config(account=acct), "secret": "f" * 64}
+        store = CCXTStore(exchange="binance", config=config)
+        broker = store.getbroker()
+        try:
+            with pytest.raises(FatalExchangeError, match="balance") as info:
+                broker.start()
+        finally:
+            store.stop()
+        assert "f" * 64 not in str(info.value)
+        assert ex.ledger.create_requests(acct) == []

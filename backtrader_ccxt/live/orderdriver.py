@@ -23,6 +23,7 @@ from dataclasses import replace
 
 import ccxt
 
+from ..errors import Verdict, classify, translate
 from ..orders import (
     Decision,
     OrderRequest,
@@ -88,12 +89,33 @@ class OrderDriver:
         self.symbols.update(symbols)
         # this run's orders trade after its start: older trades are not read
         self._start_ms = self._store.clock.now_ms() - 60_000
+        await self._first_balance()
         await self._open_orders_everywhere()
         await self.reconcile("start")
         if self.stream:
             for name in ("watch_orders", "watch_my_trades", "watch_balance"):
                 self._spawn(self._watch(name), name)
         self._spawn(self._periodic(), "reconcile")
+
+    async def _first_balance(self) -> None:
+        """The REST snapshot balances start from (``watch_balance`` sends changes only), and
+        the credentials' test: a refused key fails the start, with the reason."""
+        backoff = Backoff(self._store.retry_delay, self._store.retry_max_delay)
+        attempt = 0
+        while True:
+            try:
+                bal = await self.ex.fetch_balance()
+            except ccxt.BaseError as exc:
+                verdict = classify(exc, self.ex.id)
+                attempt += 1
+                if verdict is Verdict.FATAL or attempt > self._store.retries:
+                    raise translate(
+                        exc, f"{self.ex.id}: the account's balance", self._store.redact
+                    ) from exc
+                await self._sleep(backoff.next_delay())
+                continue
+            self._post("balance", _assets(bal), "rest")
+            return
 
     async def sync_time(self) -> None:
         """Load the venue's clock offset into this instance and the store's blocking one
@@ -280,7 +302,7 @@ class OrderDriver:
             try:
                 trades = await self.ex.fetch_my_trades(symbol, since, _TRADES_PAGE)
             except ccxt.BaseError as exc:
-                log.info("%s: fetch_my_trades %s failed: %s", self.ex.id, symbol, exc)
+                log.warning("%s: fetch_my_trades %s failed: %s", self.ex.id, symbol, exc)
                 return
             for trade in trades:
                 fill = fill_from_ccxt(trade, "rest")
@@ -300,11 +322,15 @@ class OrderDriver:
         async with self._reconcile_lock:
             self.stats[f"broker_reconcile_{why}"] += 1
             open_cids: set[str] = set()
-            for symbol in sorted(self.symbols):
+            symbols = self.symbols
+            if why in ("poll", "periodic"):
+                # a routine cycle reads only the symbols with orders working
+                symbols = {sym for sym, _, finished in self.working.values() if not finished}
+            for symbol in sorted(symbols):
                 try:
                     orders = await self.ex.fetch_open_orders(symbol)
                 except ccxt.BaseError as exc:
-                    log.info("%s: fetch_open_orders %s failed: %s", self.ex.id, symbol, exc)
+                    log.warning("%s: fetch_open_orders %s failed: %s", self.ex.id, symbol, exc)
                     if isinstance(exc, ccxt.InvalidNonce):
                         await self.sync_time()  # -1021: the venue's clock moved
                     continue
@@ -336,7 +362,7 @@ class OrderDriver:
         try:
             bal = await self.ex.fetch_balance()
         except ccxt.BaseError as exc:
-            log.info("%s: fetch_balance failed: %s", self.ex.id, exc)
+            log.warning("%s: fetch_balance failed: %s", self.ex.id, exc)
             return
         self._post("balance", _assets(bal), "rest")
 
@@ -373,6 +399,11 @@ class OrderDriver:
                 if not broken:
                     self.stats["broker_stream_breaks"] += 1
                     log.warning("%s: %s broke (%s)", getattr(self.ex, "id", "?"), name, exc)
+                    if name == "watch_orders":  # one notification per break, not three
+                        self._store.notify(
+                            "CONNECTION_LOST",
+                            f"broker: user-data stream broke ({exc}); REST fills the gap",
+                        )
                 broken = True
                 await self._sleep(backoff.next_delay())
                 # the stream reconnects on the next call; what it missed comes over REST
@@ -382,6 +413,8 @@ class OrderDriver:
                 broken = False
                 backoff.reset()
                 self.stats["broker_stream_restored"] += 1
+                if name == "watch_orders":
+                    self._store.notify("CONNECTION_RESTORED", "broker: user-data stream restored")
                 self._spawn(self.reconcile("restored"), "reconcile-restored")
             self._take_stream(name, items)
 

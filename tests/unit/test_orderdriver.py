@@ -79,7 +79,9 @@ def _driver(ex, time_sync=False):
         redact=str,
         clock=SimpleNamespace(now_ms=lambda: 0),
         exchange=SimpleNamespace(options={}),
+        notes=[],
     )
+    store.notify = lambda kind, message: store.notes.append(kind)
     d = OrderDriver(store, queue.Queue(), stream=False, poll_interval=1, reconcile_interval=1,
                     time_sync=time_sync)  # fmt: skip
     d.ex = ex
@@ -196,4 +198,5 @@ def test_a_stream_break_is_followed_by_rest_and_the_watch_resumes():
     asyncio.run(main())
     assert d.stats["broker_stream_breaks"] == 1 and d.stats["broker_stream_restored"] == 1
     assert d.stats["broker_reconcile_break"] == 1  # REST right after the break
+    assert d._store.notes == ["CONNECTION_LOST", "CONNECTION_RESTORED"]  # for notify_store
     assert ex.calls["fetch_balance"] >= 1
