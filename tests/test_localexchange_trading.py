@@ -459,3 +459,58 @@ def test_a_market_order_at_a_candles_start_fills_at_its_open(venue):
     candle = ex.candle_at(SYMBOL, "1s", open_ms)
     [fill] = ex.ledger.fills(acct)
     assert fill["price"] == Decimal(repr(candle[1])) and fill["time"] == open_ms + 1
+
+
+def oco_params(p: Decimal, side="SELL", qty="0.5", up="1.001", down="0.999") -> dict:
+    above = {"aboveType": "LIMIT_MAKER", "abovePrice": str(tick_round(p * Decimal(up)))}
+    below = {"belowType": "STOP_LOSS", "belowStopPrice": str(tick_round(p * Decimal(down)))}
+    if side == "BUY":
+        above = {"aboveType": "STOP_LOSS", "aboveStopPrice": str(tick_round(p * Decimal(up)))}
+        below = {"belowType": "LIMIT_MAKER", "belowPrice": str(tick_round(p * Decimal(down)))}
+    return {"symbol": "BTCUSDT", "side": side, "quantity": qty, **above, **below}
+
+
+def test_oco_the_first_leg_to_activate_expires_the_other(venue):
+    ex, acct, client, clock = venue
+    placed = ex.now_ms()
+    params = oco_params(last_price(ex))
+    reply = client.privatePostOrderListOco(params)  # ccxt adds the list's and legs' client ids
+    assert reply["contingencyType"] == "OCO" and reply["listOrderStatus"] == "EXECUTING"
+    assert ex.ledger.balances(acct)["BTC"] == (Decimal("0.5"), Decimal("0.5"))  # locked once
+    above, stop = Decimal(params["abovePrice"]), Decimal(params["belowStopPrice"])
+    first = next(t for t in future_trades(placed) if not stop < Decimal(repr(t["price"])) < above)
+    clock.t = first["timestamp"] / 1000 + 1
+    snaps = ex.ledger.orders(acct)
+    [fill] = ex.ledger.fills(acct)
+    if Decimal(repr(first["price"])) >= above:  # the limit leg filled at its price
+        assert [s["status"] for s in snaps] == ["FILLED", "EXPIRED"] and fill["price"] == above
+    else:  # the stop triggered and sold at that trade's price
+        assert [s["status"] for s in snaps] == ["EXPIRED", "FILLED"]
+        assert fill["price"] == Decimal(repr(first["price"]))
+    assert fill["time"] == first["timestamp"] and {s["orderListId"] for s in snaps} == {0}
+    assert ex.ledger.balances(acct)["BTC"] == (Decimal("0.5"), 0)
+    listed = client.privateGetOrderList({"orderListId": reply["orderListId"]})
+    assert listed["listOrderStatus"] == "ALL_DONE" and client.privateGetOpenOrderList() == []
+    [req] = ex.ledger.create_requests(acct)
+    assert req["orderListId"] == reply["orderListId"] and req["aboveType"] == "LIMIT_MAKER"
+
+
+def test_canceling_a_leg_cancels_the_oco_and_a_buy_locks_the_dearer_leg(venue):
+    ex, acct, client, _ = venue
+    p = last_price(ex)
+    params = oco_params(p, side="BUY", qty="0.1", up="1.2", down="0.8")
+    reply = client.privatePostOrderListOco(params)
+    dearer = (Decimal(params["aboveStopPrice"]) * Decimal("0.1")).quantize(Decimal("1e-8"))
+    dearer += (dearer * Decimal("0.001")).quantize(Decimal("1e-8"), "ROUND_UP")
+    assert ex.ledger.balances(acct)["USDT"][1] == dearer
+    leg = reply["orders"][1]["orderId"]
+    canceled = client.cancel_order(str(leg), SYMBOL)
+    assert canceled["status"] == "canceled"
+    assert [s["status"] for s in ex.ledger.orders(acct)] == ["CANCELED", "CANCELED"]
+    assert ex.ledger.balances(acct)["USDT"] == (Decimal(10_000), 0)
+    with pytest.raises(ccxt.OrderNotFound, match="-2011"):
+        client.privateDeleteOrderList({"symbol": "BTCUSDT", "orderListId": reply["orderListId"]})
+    with pytest.raises(ccxt.InvalidOrder, match="relationship of the prices"):
+        client.privatePostOrderListOco(oco_params(p, up="0.99", down="0.98"))
+    with pytest.raises(ccxt.ExchangeError, match="-1168"):
+        client.privatePostOrderListOco(oco_params(p, side="BUY") | {"side": "SELL"})

@@ -467,3 +467,45 @@ def test_stream_faults_wait_for_a_listener(venue):
 
     assert run(main())
     assert ex.faults.counts["drop_during_fill"] == 1 and ex.faults.counts["user_stream_drop"] == 1
+
+
+def test_oco_pushes_list_status_and_leg_reports(venue):
+    ex, acct = venue
+    client = rest(ex, acct)
+    client.load_markets()
+    p = client.fetch_trades(SYMBOL, limit=1)[-1]["price"]
+    params = {
+        "symbol": "BTCUSDT",
+        "side": "SELL",
+        "quantity": "0.1",
+        "aboveType": "LIMIT_MAKER",
+        "abovePrice": f"{p * 1.5:.2f}",
+        "belowType": "STOP_LOSS",
+        "belowStopPrice": f"{p * 0.5:.2f}",
+    }
+
+    async def main():
+        async with UserWs(ex, acct) as ws:
+            reply = await asyncio.to_thread(client.privatePostOrderListOco, params)
+            placed = await ws.events(4)
+            await asyncio.to_thread(
+                client.privateDeleteOrderList,
+                {"symbol": "BTCUSDT", "orderListId": reply["orderListId"]},
+            )
+            return reply, placed, await ws.events(4)
+
+    reply, placed, canceled = run(main())
+    assert [e["e"] for e in placed] == [
+        "executionReport",
+        "executionReport",
+        "listStatus",
+        "outboundAccountPosition",
+    ]
+    assert {e["g"] for e in placed[:2]} == {reply["orderListId"]} and placed[2][
+        "l"
+    ] == "EXEC_STARTED"
+    assert [(e["e"], e["X"] if "X" in e else e["L"]) for e in canceled[:3]] == [
+        ("executionReport", "CANCELED"),
+        ("executionReport", "CANCELED"),
+        ("listStatus", "ALL_DONE"),
+    ]

@@ -12,7 +12,7 @@ import secrets
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_UP, Decimal, InvalidOperation
 
-__all__ = ["Q8", "Account", "Fill", "Ledger", "Order", "dec", "fmt8"]
+__all__ = ["Q8", "Account", "Fill", "Ledger", "Order", "OrderList", "dec", "fmt8"]
 
 Q8 = Decimal("0.00000001")
 ZERO = Decimal(0)
@@ -95,6 +95,7 @@ class Order:
     lock_asset: str = ""
     cancel_client_order_id: str | None = None
     max_fill_qty: Decimal | None = None  # this order's partial fill size (None: the engine's)
+    list_id: int = -1  # the OCO it belongs to (-1: none)
 
     @property
     def is_open(self) -> bool:
@@ -125,7 +126,7 @@ class Order:
         return {
             "symbol": self.symbol.replace("/", ""),
             "orderId": self.order_id,
-            "orderListId": -1,
+            "orderListId": self.list_id,
             "clientOrderId": self.client_order_id,
             "price": fmt8(self.price),
             "origQty": fmt8(self.orig_qty),
@@ -143,6 +144,41 @@ class Order:
             "workingTime": self.working_time,
             "origQuoteOrderQty": fmt8(self.orig_quote_qty),
             "selfTradePreventionMode": "EXPIRE_MAKER",
+        }
+
+
+@dataclass(eq=False)
+class OrderList:
+    """An OCO: two orders of one account and symbol, either's activation cancels the other."""
+
+    account: Account
+    symbol: str
+    list_id: int
+    list_client_order_id: str
+    orders: list[Order]
+    time: int
+    status: str = "EXECUTING"  # listOrderStatus: EXECUTING, ALL_DONE
+    update_time: int = 0
+
+    def snapshot(self) -> dict:
+        """Binance's order list shape (``GET /api/v3/orderList``)."""
+        done = self.status == "ALL_DONE"
+        return {
+            "orderListId": self.list_id,
+            "contingencyType": "OCO",
+            "listStatusType": "ALL_DONE" if done else "EXEC_STARTED",
+            "listOrderStatus": self.status,
+            "listClientOrderId": self.list_client_order_id,
+            "transactionTime": self.update_time or self.time,
+            "symbol": self.symbol.replace("/", ""),
+            "orders": [
+                {
+                    "symbol": self.symbol.replace("/", ""),
+                    "orderId": o.order_id,
+                    "clientOrderId": o.client_order_id,
+                }
+                for o in self.orders
+            ],
         }
 
 
@@ -222,6 +258,8 @@ class Ledger:
         self._by_id: dict[tuple[str, int], Order] = {}
         self._next_order_id: dict[str, int] = {}
         self._next_trade_id: dict[str, int] = {}
+        self._lists: dict[tuple[str, int], OrderList] = {}
+        self._next_list_id = 0
 
     # -- accounts ---------------------------------------------------------------------------
 
@@ -319,6 +357,32 @@ class Ledger:
     def add_order(self, order: Order) -> None:
         self.book(order.account).orders.append(order)
         self._by_id[(order.symbol, order.order_id)] = order
+
+    def new_list_id(self) -> int:
+        n = self._next_list_id
+        self._next_list_id = n + 1
+        return n
+
+    def add_list(self, order_list: OrderList) -> None:
+        self._lists[(order_list.symbol, order_list.list_id)] = order_list
+
+    def order_list(self, account: Account, symbol: str | None, list_id: int) -> OrderList | None:
+        for (sym, lid), ol in self._lists.items():
+            if lid == list_id and ol.account is account and symbol in (None, sym):
+                return ol
+        return None
+
+    def order_list_by_client_id(self, account: Account, client_id: str) -> OrderList | None:
+        found = None
+        for ol in self._lists.values():
+            if ol.account is account and ol.list_client_order_id == client_id:
+                if ol.status == "EXECUTING":
+                    return ol
+                found = ol
+        return found
+
+    def order_lists(self, account: Account) -> list[OrderList]:
+        return [ol for ol in self._lists.values() if ol.account is account]
 
     def add_fill(self, account: Account, fill: Fill) -> None:
         self.book(account).fills.append(fill)

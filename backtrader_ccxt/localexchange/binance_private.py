@@ -58,6 +58,10 @@ PATHS = (
     "/api/v3/openOrders",
     "/api/v3/allOrders",
     "/api/v3/myTrades",
+    "/api/v3/orderList/oco",
+    "/api/v3/orderList",
+    "/api/v3/openOrderList",
+    "/api/v3/allOrderList",
     "/api/v3/userDataStream",
 )
 WS_API_PATH = "/ws-api/v3"
@@ -253,6 +257,19 @@ class BinancePrivate:
                     p = {"symbol": params["symbol"], "orderId": str(o.order_id)}
                     out.append(self._cancel(account, p))
                 return self._json(out)
+        if path == "/api/v3/orderList/oco" and method == "POST":
+            return self._json(self._new_oco(account, params))
+        if path == "/api/v3/orderList":
+            if method == "GET":
+                return self._json(self._find_list(account, params).snapshot())
+            if method == "DELETE":
+                return self._json(self._cancel_list(account, params))
+        if path == "/api/v3/openOrderList" and method == "GET":
+            lists = desk.ledger.order_lists(account)
+            return self._json([ol.snapshot() for ol in lists if ol.status == "EXECUTING"])
+        if path == "/api/v3/allOrderList" and method == "GET":
+            limit = self._limit(params)
+            return self._json([ol.snapshot() for ol in desk.ledger.order_lists(account)][-limit:])
         if path == "/api/v3/allOrders" and method == "GET":
             return self._json([o.snapshot() for o in self._all_orders(account, params)])
         if path == "/api/v3/myTrades" and method == "GET":
@@ -386,11 +403,81 @@ class BinancePrivate:
             return body, True
         return body, False
 
+    def _new_oco(self, account: Account, params: dict) -> dict:
+        for name in ("quantity", "aboveType", "belowType"):
+            if not params.get(name):
+                raise _mandatory(name)
+        legs = []
+        for leg in ("above", "below"):
+            one = {
+                "symbol": params.get("symbol", ""),
+                "side": params.get("side", ""),
+                "type": params[f"{leg}Type"],
+                "quantity": params["quantity"],
+            }
+            for wire, name in (
+                ("price", "Price"),
+                ("stopPrice", "StopPrice"),
+                ("timeInForce", "TimeInForce"),
+                ("newClientOrderId", "ClientOrderId"),
+            ):
+                if params.get(leg + name):
+                    one[wire] = params[leg + name]
+            legs.append(self._request(one))
+        cid = params.get("listClientOrderId") or _random_id()
+        if not _CLIENT_ID.match(cid):
+            raise _Bad(
+                -1100,
+                "Illegal characters found in parameter 'listClientOrderId'; legal range is "
+                "'^[\\.A-Z\\:/a-z0-9_-]{1,36}$'.",
+            )
+        order_list = self.desk.place_oco(account, legs[0], legs[1], cid, params)
+        resp_type = params.get("newOrderRespType") or "FULL"
+        reports = [
+            self._order_reply(o, "RESULT" if resp_type == "FULL" else resp_type)
+            for o in order_list.orders
+        ]
+        return {**order_list.snapshot(), "orderReports": reports}
+
+    def _find_list(self, account: Account, params: dict):
+        list_id = self._opt_int(params, "orderListId")
+        orig = params.get("origClientOrderId") or params.get("listClientOrderId") or None
+        if list_id is None and orig is None:
+            raise _Bad(
+                -1102,
+                "Param 'origClientOrderId' or 'orderListId' must be sent, but both were empty!",
+            )
+        ledger = self.desk.ledger
+        found = (
+            ledger.order_list(account, None, list_id)
+            if list_id is not None
+            else ledger.order_list_by_client_id(account, str(orig))
+        )
+        if found is None:
+            raise _Bad(*ERR_NO_ORDER)
+        return found
+
+    def _cancel_list(self, account: Account, params: dict) -> dict:
+        symbol = self._symbol(params)
+        assert symbol is not None
+        list_id = self._opt_int(params, "orderListId")
+        cid = params.get("listClientOrderId") or None
+        if list_id is None and cid is None:
+            raise _Bad(
+                -1102,
+                "Param 'listClientOrderId' or 'orderListId' must be sent, but both were empty!",
+            )
+        order_list = self.desk.cancel_list(
+            account, symbol, list_id=list_id, list_client_order_id=cid
+        )
+        reports = [self._cancel_reply(o, o.cancel_client_order_id or "") for o in order_list.orders]
+        return {**order_list.snapshot(), "orderReports": reports}
+
     def _order_reply(self, order: Order, resp_type: str) -> dict:
         ack = {
             "symbol": fmt.market_id(order.symbol),
             "orderId": order.order_id,
-            "orderListId": -1,
+            "orderListId": order.list_id,
             "clientOrderId": order.client_order_id,
             "transactTime": order.time,
         }
@@ -463,12 +550,15 @@ class BinancePrivate:
             orig_client_order_id=orig,
             cancel_client_order_id=cancel_id,
         )
+        return self._cancel_reply(order, cancel_id)
+
+    def _cancel_reply(self, order: Order, cancel_id: str) -> dict:
         snap = order.snapshot()
         return {
             "symbol": snap["symbol"],
             "origClientOrderId": order.client_order_id,
             "orderId": order.order_id,
-            "orderListId": -1,
+            "orderListId": order.list_id,
             "clientOrderId": cancel_id,
             "transactTime": order.update_time,
             "price": snap["price"],
@@ -668,6 +758,25 @@ class BinancePrivate:
                 ],
             }
             return Push(payload, report=False, fill=False)
+        if event.kind == "list":
+            st = event.state
+            payload = {
+                "e": "listStatus",
+                "E": e_ms,
+                "s": st["symbol"],
+                "g": st["orderListId"],
+                "c": st["contingencyType"],
+                "l": st["listStatusType"],
+                "L": st["listOrderStatus"],
+                "r": "NONE",
+                "C": st["listClientOrderId"],
+                "T": event.time,
+                "O": [
+                    {"s": o["symbol"], "i": o["orderId"], "c": o["clientOrderId"]}
+                    for o in st["orders"]
+                ],
+            }
+            return Push(payload, report=False, fill=False)
         st, fill, order = event.state, event.fill, event.order
         assert order is not None
         canceled = event.exec_type == "CANCELED"
@@ -683,7 +792,7 @@ class BinancePrivate:
             "p": st["price"],
             "P": st["stopPrice"],
             "F": "0.00000000",
-            "g": -1,
+            "g": st["orderListId"],
             "C": st["clientOrderId"] if canceled else "",
             "x": event.exec_type,
             "X": st["status"],

@@ -29,6 +29,12 @@ The price path is the public trade ledger (``trades.py``): the trades of the exc
   are released as the order fills, is canceled or expires. A stop-market buy whose trigger
   price costs more than its free balance then holds expires (``EXPIRED``).
 
+* **OCO** (an order list of two legs, one ``LIMIT_MAKER`` / ``TAKE_PROFIT(_LIMIT)``, the
+  other ``STOP_LOSS(_LIMIT)``, the "above" leg's price above the current price and the
+  "below" leg's under it): one lock for both (a sell: the quantity; a buy: the dearer leg's
+  cost); the first leg to activate (a fill, or a stop's trigger) expires the other; a cancel
+  of either leg cancels both.
+
 Every order of a symbol sees every public trade once, in trade-id order, oldest order first,
 so the outcome depends only on the clock readings at which it is asked, never on timers.
 """
@@ -39,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 
-from .accounts import ZERO, Account, Fill, Ledger, Order, q8, q8_up
+from .accounts import ZERO, Account, Fill, Ledger, Order, OrderList, q8, q8_up
 
 __all__ = [
     "Event",
@@ -68,6 +74,9 @@ MSG_DUPLICATE = "Duplicate order sent."
 MSG_UNKNOWN_ORDER = "Unknown order sent."
 MSG_STOP_IMMEDIATE = "Stop price would trigger immediately."
 MSG_MAKER_TAKES = "Order would immediately match and take."
+MSG_OCO_PRICES = "The relationship of the prices for the orders is not correct."
+OCO_LIMIT_LEGS = ("LIMIT_MAKER", "TAKE_PROFIT", "TAKE_PROFIT_LIMIT")
+OCO_STOP_LEGS = ("STOP_LOSS", "STOP_LOSS_LIMIT")
 
 
 class Rejected(Exception):
@@ -170,6 +179,7 @@ class MatchingEngine:
         self._open: dict[str, list[Order]] = {}  # symbol -> resting orders, oldest first
         self._events: list[Event] = []
         self._touched: dict[Account, set[str]] = {}
+        self._lists: dict[tuple[str, int], OrderList] = {}
         #: called with each fill right before its events are recorded (fault hooks)
         self.on_fill: Callable[[Fill], None] | None = None
 
@@ -227,6 +237,7 @@ class MatchingEngine:
         if order.is_stop and not order.triggered:
             if not _reached(order, t.price):
                 return
+            self._activate(order, t.time)
             order.working_time = t.time
             order.update_time = t.time
             if order.type in ("STOP_LOSS", "TAKE_PROFIT"):
@@ -239,6 +250,7 @@ class MatchingEngine:
             return
         if _marketable(order, t.price):
             assert order.price is not None
+            self._activate(order, t.time)
             qty = order.remaining
             chunk = order.max_fill_qty or self.max_fill_qty
             if chunk is not None:
@@ -256,7 +268,14 @@ class MatchingEngine:
         order = self._place(account, req, now)  # a rejection books nothing
         return order, self._take(now)
 
-    def _place(self, account: Account, req: OrderRequest, now: int) -> Order:
+    def _current(self, symbol: str, now: int) -> Decimal:
+        last = self.path.last(symbol, now)
+        if last is None:
+            raise Rejected(-2010, "Market is closed.")
+        return last.price
+
+    def _build(self, account: Account, req: OrderRequest, now: int, p: Decimal) -> Order:
+        """A checked, unbooked order (filters, duplicate client id)."""
         rules = self.rules.get(req.symbol)
         if rules is None:
             raise Rejected(-1121, "Invalid symbol.")
@@ -268,11 +287,6 @@ class MatchingEngine:
             for o in self._open.get(req.symbol, ()):
                 if o.account is account and o.client_order_id == req.client_order_id:
                     raise Rejected(-2010, MSG_DUPLICATE)
-        last = self.path.last(req.symbol, now)
-        if last is None:
-            raise Rejected(-2010, "Market is closed.")
-        p = last.price
-        fee = account.fee_rate
         qty = req.qty
         if req.type == "MARKET" and qty is None:
             assert req.quote_qty is not None
@@ -306,6 +320,12 @@ class MatchingEngine:
         )
         if order.type == "LIMIT_MAKER":
             order.time_in_force = "GTC"
+        return order
+
+    def _place(self, account: Account, req: OrderRequest, now: int) -> Order:
+        p = self._current(req.symbol, now)
+        order = self._build(account, req, now, p)
+        qty, fee = order.orig_qty, account.fee_rate
         if order.is_stop and _reached(order, p):
             raise Rejected(-2010, MSG_STOP_IMMEDIATE)
         marketable = order.type == "MARKET" or (
@@ -359,11 +379,119 @@ class MatchingEngine:
         if order is None or not order.is_open:
             raise Rejected(-2011, MSG_UNKNOWN_ORDER)
         order.cancel_client_order_id = cancel_client_order_id
+        for leg in self._legs(order):  # a leg of an OCO cancels the whole list
+            if leg.is_open:
+                self._cancel_one(leg, now)
+        return order, self._take(now)
+
+    def _cancel_one(self, order: Order, now: int) -> None:
         self._release(order)
         order.status = "CANCELED"
         order.update_time = now
         self._report(order, "CANCELED", now)
-        return order, self._take(now)
+
+    # -- order lists (OCO) ------------------------------------------------------------------
+
+    def place_oco(
+        self,
+        account: Account,
+        above: OrderRequest,
+        below: OrderRequest,
+        list_client_order_id: str,
+        now: int,
+    ) -> tuple[OrderList, list[Event]]:
+        """Book an OCO of two legs of one side and quantity; raises :class:`Rejected`."""
+        self._match(now)
+        order_list = self._place_oco(account, above, below, list_client_order_id, now)
+        return order_list, self._take(now)
+
+    def _place_oco(
+        self, account: Account, above: OrderRequest, below: OrderRequest, list_cid: str, now: int
+    ) -> OrderList:
+        sell = above.side == "SELL"
+        want = (OCO_LIMIT_LEGS, OCO_STOP_LEGS) if sell else (OCO_STOP_LEGS, OCO_LIMIT_LEGS)
+        if above.type not in want[0] or below.type not in want[1]:
+            raise Rejected(-1168, "At least one OCO order must be contingent.")
+        if above.side != below.side or above.qty != below.qty or above.symbol != below.symbol:
+            raise Rejected(-1014, "Unsupported order combination.")
+        if above.client_order_id and above.client_order_id == below.client_order_id:
+            raise Rejected(-2010, MSG_DUPLICATE)
+        p = self._current(above.symbol, now)
+        legs = [self._build(account, req, now, p) for req in (above, below)]
+        key = [leg.price if leg.type == "LIMIT_MAKER" else leg.stop_price for leg in legs]
+        assert key[0] is not None and key[1] is not None
+        if not key[0] > p > key[1]:
+            raise Rejected(-2010, MSG_OCO_PRICES)
+        first = legs[0]
+        if sell:
+            amount, asset = first.orig_qty, first.base
+        else:
+            amount = max(_lock_share(leg, leg.orig_qty) for leg in legs)
+            asset = first.quote
+        if not self.ledger.lock(account, asset, amount):
+            raise Rejected(-2010, MSG_INSUFFICIENT)
+        self._touch(account, asset)
+        list_id = self.ledger.new_list_id()
+        order_list = OrderList(account, first.symbol, list_id, list_cid, legs, now, update_time=now)
+        self.ledger.add_list(order_list)
+        self._lists[(first.symbol, list_id)] = order_list
+        first.locked = amount
+        for leg in legs:
+            leg.lock_asset = asset
+            leg.list_id = list_id
+            leg.order_id = self.ledger.new_order_id(leg.symbol)
+            if not leg.is_stop:
+                leg.working_time = now
+            self.ledger.add_order(leg)
+        for leg in legs:
+            self._report(leg, "NEW", now)
+        self._list_event(order_list, now)
+        for leg in legs:
+            self._watch(leg, now)
+        return order_list
+
+    def cancel_list(
+        self,
+        account: Account,
+        symbol: str,
+        now: int,
+        list_id: int | None = None,
+        list_client_order_id: str | None = None,
+    ) -> tuple[OrderList, list[Event]]:
+        """Cancel an executing OCO; ``-2011`` if there is none."""
+        self._match(now)
+        order_list = None
+        if list_id is not None:
+            order_list = self.ledger.order_list(account, symbol, list_id)
+        elif list_client_order_id is not None:
+            order_list = self.ledger.order_list_by_client_id(account, list_client_order_id)
+        if order_list is None or order_list.status != "EXECUTING":
+            raise Rejected(-2011, MSG_UNKNOWN_ORDER)
+        for leg in order_list.orders:
+            if leg.is_open:
+                self._cancel_one(leg, now)
+        return order_list, self._take(now)
+
+    def _legs(self, order: Order) -> list[Order]:
+        if order.list_id < 0:
+            return [order]
+        return self._lists[(order.symbol, order.list_id)].orders
+
+    def _activate(self, order: Order, time: int) -> None:
+        """A leg of an OCO fills or triggers: the other leg expires, its lock moves over."""
+        if order.list_id < 0:
+            return
+        for other in self._legs(order):
+            if other is not order and other.is_open:
+                if other.locked > 0:
+                    order.locked += other.locked
+                    other.locked = ZERO
+                other.status = "EXPIRED"
+                other.update_time = time
+                self._report(other, "EXPIRED", time)
+
+    def _list_event(self, order_list: OrderList, time: int) -> None:
+        self._events.append(Event("list", order_list.account, time, state=order_list.snapshot()))
 
     def fill_now(self, order: Order, now: int) -> list[Event]:
         """Fill an open order in full at the current price, as if the path reached it now
@@ -371,6 +499,7 @@ class MatchingEngine:
         if order.is_open:
             p = self.price(order.symbol, now)
             assert p is not None
+            self._activate(order, now)
             if order.is_stop and not order.triggered:
                 order.working_time = now
             if order.price is None:  # a stop-market: at the current price, funds permitting
@@ -482,6 +611,12 @@ class MatchingEngine:
         self._events.append(
             Event("order", order.account, time, order, exec_type, order.snapshot(), fill)
         )
+        if order.list_id >= 0 and not order.is_open:
+            order_list = self._lists[(order.symbol, order.list_id)]
+            if order_list.status == "EXECUTING" and not any(o.is_open for o in order_list.orders):
+                order_list.status = "ALL_DONE"
+                order_list.update_time = time
+                self._list_event(order_list, time)
 
     def _take(self, now: int) -> list[Event]:
         """The events recorded since the last take, each account's balance change last."""

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from .accounts import Account, Fill, Ledger, Order
+from .accounts import Account, Fill, Ledger, Order, OrderList
 from .matching import Event, MatchingEngine, OrderRequest
 from .trading_faults import TradingFaultState
 from .userstream import Push, UserStreams
@@ -90,6 +90,31 @@ class TradingDesk:
         self.publish(events)
         self._arm()
         return order
+
+    def place_oco(
+        self, account: Account, above: OrderRequest, below: OrderRequest, cid: str, request: dict
+    ) -> OrderList:
+        """Book an OCO (raises ``Rejected``); ``request`` is recorded as accepted."""
+        self.sync()
+        try:
+            order_list, events = self.engine.place_oco(account, above, below, cid, self.now_ms())
+        except Exception:
+            if self.stats is not None:
+                self.stats.orders_rejected += 1
+            raise
+        if self.stats is not None:
+            self.stats.orders_accepted += 1
+        self.ledger.add_create(account, {**request, "orderListId": order_list.list_id})
+        self.publish(events)
+        self._arm()
+        return order_list
+
+    def cancel_list(self, account: Account, symbol: str, **kw) -> OrderList:
+        self.sync()
+        order_list, events = self.engine.cancel_list(account, symbol, self.now_ms(), **kw)
+        self.publish(events)
+        self._arm()
+        return order_list
 
     def cancel(self, account: Account, symbol: str, **kw) -> Order:
         """Cancel (raises ``Rejected``); the cancel-races-fill fault is applied here."""

@@ -65,6 +65,10 @@ def check_books(ledger, acct, engine, events):
         assert o.executed_qty == sum((f.qty for f in fills), Decimal(0))
         assert o.cum_quote == sum((f.quote_qty for f in fills), Decimal(0))
         assert (o.status == "FILLED") == (o.executed_qty == o.orig_qty)
+    for order_list in ledger.order_lists(acct):
+        legs = order_list.orders
+        assert sum(1 for o in legs if o.executed_qty > 0) <= 1  # one cancels the other
+        assert (order_list.status == "ALL_DONE") == (not any(o.is_open for o in legs))
     reported = [e.fill for e in events if e.kind == "order" and e.fill is not None]
     assert reported == ledger.fills(acct)  # each fill reported exactly once, in order
 
@@ -81,7 +85,9 @@ def test_random_order_flow_keeps_the_books(seed):
         events += engine.advance(now)
         p = path.last(SYMBOL, now).price
         side = rng.choice(["BUY", "SELL"])
-        kind = rng.choice(["MARKET", "LIMIT", "LIMIT", "STOP_LOSS", "STOP_LOSS_LIMIT", "CANCEL"])
+        kind = rng.choice(
+            ["MARKET", "LIMIT", "LIMIT", "STOP_LOSS", "STOP_LOSS_LIMIT", "CANCEL", "OCO"]
+        )
         qty = Decimal(rng.randint(1, 1000)) * Decimal("0.00001")
         away = Decimal(1) + Decimal(rng.randint(-20, 20)) / 10000
         try:
@@ -90,6 +96,23 @@ def test_random_order_flow_keeps_the_books(seed):
                 if open_:
                     o = rng.choice(open_)
                     events += engine.cancel(acct, SYMBOL, now, order_id=o.order_id)[1]
+                continue
+            if kind == "OCO":
+                up = q(p * (1 + Decimal(rng.randint(1, 15)) / 10000))
+                down = q(p * (1 - Decimal(rng.randint(1, 15)) / 10000))
+                stop_type = rng.choice(["STOP_LOSS", "STOP_LOSS_LIMIT"])
+                if side == "SELL":
+                    limit = q(down * Decimal("0.9995")) if stop_type == "STOP_LOSS_LIMIT" else None
+                    tif = "GTC" if limit is not None else None
+                    above = OrderRequest(SYMBOL, side, "LIMIT_MAKER", qty, None, up)
+                    below = OrderRequest(SYMBOL, side, stop_type, qty, None, limit, down, tif)
+                else:
+                    limit = q(up * Decimal("1.0005")) if stop_type == "STOP_LOSS_LIMIT" else None
+                    tif = "GTC" if limit is not None else None
+                    above = OrderRequest(SYMBOL, side, stop_type, qty, None, limit, up, tif)
+                    below = OrderRequest(SYMBOL, side, "LIMIT_MAKER", qty, None, down)
+                events += engine.place_oco(acct, above, below, f"l{len(events)}", now)[1]
+                check_books(ledger, acct, engine, events)
                 continue
             req = OrderRequest(SYMBOL, side, kind, qty=qty, client_order_id=f"c{len(events)}")
             if kind == "LIMIT":
