@@ -33,8 +33,10 @@ from .orders import (
     St,
     check_order,
     native_stops,
+    oco_request,
     order_request,
     stop_triggered,
+    venue_types,
 )
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,10 @@ class CCXTBroker(bt.BrokerBase):
         venue lacks them.
       - ``load_positions`` (bool, default True): positions held before the run are loaded at
         start (base-asset balances of the feeds' symbols), priced at the market's last price.
+      - ``native_oco`` (``'auto'``, True, False): a bracket's two children go out as the
+        venue's own OCO (Binance spot ``orderList/oco``: both rest on the exchange, one locked
+        amount); ``'auto'``: where ccxt has the endpoint and the market lists ``LIMIT_MAKER``.
+        Otherwise they are emulated.
       - ``time_sync`` (bool, default None): measure the venue's clock offset with ``fetch_time``
         and load it into both ccxt instances (signed calls fail with -1021 when the venue's
         clock is more than a second behind otherwise), and again after a -1021; None: unless
@@ -91,12 +97,17 @@ class CCXTBroker(bt.BrokerBase):
         ("emulate_stops", "auto"),
         ("load_positions", True),
         ("time_sync", None),
+        ("native_oco", "auto"),
     )
 
     def __init__(self, store=None, **kwargs) -> None:
         super().__init__()
         if store is None:
             raise ConfigurationError("CCXTBroker needs its store: use store.getbroker(...)")
+        if self.p.native_oco not in ("auto", True, False):
+            raise ConfigurationError(
+                f"native_oco must be 'auto', True or False, got {self.p.native_oco!r}"
+            )
         if self.p.emulate_stops not in ("auto", True, False):
             raise ConfigurationError(
                 f"emulate_stops must be 'auto', True or False, got {self.p.emulate_stops!r}"
@@ -122,6 +133,7 @@ class CCXTBroker(bt.BrokerBase):
         self._children: dict[int, list[bt.Order]] = {}
         self._expiring: set[int] = set()
         self._dirty: set[int] = set()  # refs with fills not notified yet
+        self._native_legs: set[int] = set()  # legs of a native OCO
         #: open orders of an earlier run (same client id prefix): client id -> OrderReport
         self.earlier_orders: dict = {}
         #: the cash at start (backtrader's writer and analyzers read it)
@@ -428,6 +440,8 @@ class CCXTBroker(bt.BrokerBase):
                 t = self.ledger.by_cid.get(item[1])
                 if t is not None:
                     self._apply(self.ledger.finish(t.ref, item[2], item[3]))
+            elif kind == "oco_refused":
+                self._oco_refused(item[1], item[2], item[3])
             elif kind == "balance":
                 self.balances.update(item[1])
             elif kind == "reconciled":
@@ -540,6 +554,8 @@ class CCXTBroker(bt.BrokerBase):
         for member in group:
             if member is order or not member.alive():
                 continue
+            if order.ref in self._native_legs and member.ref in self._native_legs:
+                continue  # the venue ends the other leg itself
             if waiting is member and order.status == bt.Order.Canceled:
                 continue  # the resting member was canceled for this stop: send it below
             self.cancel(member)
@@ -550,10 +566,86 @@ class CCXTBroker(bt.BrokerBase):
                 self.cancel(waiting)  # the resting member filled first: OCO holds
 
     def _release_children(self, parent) -> None:
+        kids = [c for c in self._children.get(parent.ref, ()) if c.ref in self._held and c.alive()]
+        if len(kids) == 2 and self._send_oco(kids):
+            return
         for child in self._children.get(parent.ref, ()):
             if child.ref in self._held and child.alive():
                 self._held.pop(child.ref)
                 self._send(child)
+
+    def _oco_refused(self, limit_cid: str, stop_cid: str, reason: str) -> None:
+        """The venue refused the native OCO (the price moved past a leg first): send the
+        children as an emulated bracket instead, under new client ids."""
+        kids = []
+        for cid in (limit_cid, stop_cid):
+            t = self.ledger.by_cid.get(cid)
+            if t is None or not self.ledger.forget(t.ref):
+                return
+            order = self.orders[t.ref]
+            self._native_legs.discard(order.ref)
+            self._cid.pop(order.ref, None)
+            kids.append(order)
+        log.info("native OCO refused (%s): the bracket's children are emulated", reason)
+        self.stats["native_oco_refused"] += 1
+        for order in kids:
+            self._send(order)
+
+    def _native_oco_ok(self, symbol: str) -> bool:
+        if self.p.native_oco is False:
+            return False
+        ex = self.store.exchange
+        market = self._market(symbol)
+        if not hasattr(ex, "privatePostOrderListOco") or market.get("spot") is False:
+            return False
+        types = venue_types(market)
+        return self.p.native_oco is True or (
+            self.store.exchange_id.startswith("binance")
+            and (types is None or "LIMIT_MAKER" in types)
+        )
+
+    def _send_oco(self, kids) -> bool:
+        """A bracket's take-profit and stop as the venue's own OCO; False when it does not
+        fit (then they are sent one by one)."""
+        limit = [k for k in kids if k.exectype == bt.Order.Limit]
+        stop = [k for k in kids if k.exectype in (bt.Order.Stop, bt.Order.StopLimit)]
+        if len(limit) != 1 or len(stop) != 1:
+            return False
+        limit, stop = limit[0], stop[0]
+        symbol = self._symbol(limit.data)
+        if not self._native_oco_ok(symbol) or limit.isbuy() != stop.isbuy():
+            return False
+        amount = abs(limit.created.size)
+        if abs(stop.created.size) != amount:
+            return False
+        market = self._market(symbol)
+        stop_limit = stop.created.pricelimit if stop.exectype == bt.Order.StopLimit else None
+        for order, price, stop_price in (
+            (limit, limit.created.price, None),
+            (stop, stop_limit, stop.created.price),
+        ):
+            problem = check_order(market, amount, price=price, stop=stop_price,
+                                  precision_mode=self.store.exchange.precisionMode)  # fmt: skip
+            if problem is not None:
+                for k in (limit, stop):
+                    self._held.pop(k.ref, None)
+                self._reject(order, problem)
+                return True
+        side = "buy" if limit.isbuy() else "sell"
+        lcid, scid = self.ids.next(), self.ids.next()
+        req = oco_request(symbol, side, amount, limit.created.price, stop.created.price,
+                          stop_limit, self.ids.next(), lcid, scid, market)  # fmt: skip
+        if isinstance(req, Rejection):
+            return False
+        for order, cid in ((limit, lcid), (stop, scid)):
+            self._held.pop(order.ref, None)
+            self._cid[order.ref] = cid
+            order.addinfo(client_id=cid)
+            self.ledger.track(order.ref, cid, symbol, side, amount).list_leg = True
+            self._native_legs.add(order.ref)
+        self.stats["native_oco"] += 1
+        self._submit_io(self._driver.create_oco(req))
+        return True
 
     def _check_emulated(self) -> None:
         for ref, order in list(self._emulated.items()):

@@ -53,6 +53,7 @@ __all__ = [
     "Fill",
     "OrderLedger",
     "OrderReport",
+    "OcoRequest",
     "OrderRequest",
     "Rejection",
     "St",
@@ -62,6 +63,7 @@ __all__ = [
     "client_id_of",
     "dec",
     "fill_from_ccxt",
+    "oco_request",
     "order_request",
     "report_from_ccxt",
 ]
@@ -276,6 +278,8 @@ class Tracked:
     final_reason: str = ""
     last_stamp: int = -1
     expiring: bool = False
+    #: a leg of a native order list (OCO): the venue expires it when the other leg fills
+    list_leg: bool = False
     fills: list = field(default_factory=list)
 
     @property
@@ -333,6 +337,16 @@ class OrderLedger:
             events += self._apply_fill(t, f)
         return events
 
+    def forget(self, ref: int) -> bool:
+        """Drop an order that certainly never reached the book (no fills), so that it can be
+        sent again under a new client id."""
+        t = self.by_ref.get(ref)
+        if t is None or t.fills or t.order_id:
+            return False
+        del self.by_ref[ref]
+        del self.by_cid[t.client_id]
+        return True
+
     def mark_expiring(self, ref: int) -> None:
         """The broker cancels this order because its ``valid`` passed: its cancel is an
         expiry."""
@@ -386,6 +400,8 @@ class OrderLedger:
         if final is not None:
             if final is St.CANCELED and t.expiring:
                 final = St.EXPIRED
+            elif final is St.EXPIRED and t.list_leg and not t.expiring:
+                final = St.CANCELED  # Binance expires the OCO leg that lost: backtrader cancels
             t.reported_final = final
             t.final_reason = r.reason
         return events + self._settle(t)
@@ -660,6 +676,58 @@ def order_request(
     return OrderRequest(
         symbol, "limit", side, a, float(plimit), {**params, "triggerPrice": float(price)}
     )
+
+
+@dataclass(frozen=True)
+class OcoRequest:
+    """Binance's native OCO (``POST /api/v3/orderList/oco``): a take-profit ``LIMIT_MAKER``
+    and a ``STOP_LOSS`` (or ``STOP_LOSS_LIMIT``) leg on one locked amount. ``params`` are the
+    wire parameters except the symbol's market id (the driver adds it)."""
+
+    symbol: str
+    side: str
+    limit_cid: str
+    stop_cid: str
+    params: Mapping
+
+
+def _wire(value) -> str:
+    return format(dec(value).normalize(), "f")
+
+
+def oco_request(
+    symbol: str,
+    side: str,
+    amount,
+    limit_price,
+    stop_price,
+    stop_limit_price,
+    list_cid: str,
+    limit_cid: str,
+    stop_cid: str,
+    market: Mapping | None = None,
+) -> OcoRequest | Rejection:
+    """A bracket's two children as one native OCO. A sell's take-profit is the leg above the
+    market and its stop the leg below; a buy's the other way round. ``stop_limit_price`` None:
+    a stop-market leg."""
+    types = venue_types(market or {})
+    stop_type = "STOP_LOSS" if stop_limit_price is None else "STOP_LOSS_LIMIT"
+    if types is not None and not {"LIMIT_MAKER", stop_type} <= types:
+        return Rejection("unsupported", f"{symbol}: no LIMIT_MAKER / {stop_type} for a native OCO")
+    limit = {"Type": "LIMIT_MAKER", "Price": _wire(limit_price), "ClientOrderId": limit_cid}
+    stop = {"Type": stop_type, "StopPrice": _wire(stop_price), "ClientOrderId": stop_cid}
+    if stop_limit_price is not None:
+        stop.update(Price=_wire(stop_limit_price), TimeInForce="GTC")
+    above, below = (limit, stop) if side == "sell" else (stop, limit)
+    params = {
+        "side": side.upper(),
+        "quantity": _wire(amount),
+        "listClientOrderId": list_cid,
+        "newOrderRespType": "FULL",
+        **{f"above{k}": v for k, v in above.items()},
+        **{f"below{k}": v for k, v in below.items()},
+    }
+    return OcoRequest(symbol, side, limit_cid, stop_cid, params)
 
 
 # -- emulated stops -----------------------------------------------------------------------

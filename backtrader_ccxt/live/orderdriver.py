@@ -26,6 +26,7 @@ import ccxt
 from ..errors import Verdict, classify, translate
 from ..orders import (
     Decision,
+    OcoRequest,
     OrderRequest,
     St,
     after_create_error,
@@ -197,6 +198,53 @@ class OrderDriver:
             return
         self.stats["broker_created"] += 1
         self._take_order(order, "create")
+
+    async def create_oco(self, req: OcoRequest) -> None:
+        """A native OCO (Binance ``orderList/oco``): never resent either; after no answer each
+        leg is looked up by its client id."""
+        legs = (req.limit_cid, req.stop_cid)
+        self.symbols.add(req.symbol)
+        events = []
+        for cid in legs:
+            self.working[cid] = [req.symbol, None, False]
+            events.append(self._created.setdefault(cid, asyncio.Event()))
+        try:
+            await self._create_oco(req, legs)
+        finally:
+            for ev in events:
+                ev.set()
+
+    async def _create_oco(self, req: OcoRequest, legs) -> None:
+        ex = self.ex
+        signed = int(ex.nonce())
+        params = {"symbol": ex.market_id(req.symbol), **req.params}
+        try:
+            reply = await ex.privatePostOrderListOco(params)
+        except Exception as exc:  # noqa: BLE001 - decided below, never retried
+            decision, status = after_create_error(exc)
+            reason = self._store.redact(f"{type(exc).__name__}: {exc}")
+            if decision is Decision.FINAL:
+                for cid in legs:
+                    self.working[cid][2] = True
+                if isinstance(exc, ccxt.InvalidOrder):
+                    # e.g. -2010 "relationship of the prices": the market moved past a leg
+                    # before the list arrived; the broker sends the legs its own way
+                    self.stats["broker_oco_refused"] += 1
+                    self._post("oco_refused", legs[0], legs[1], reason)
+                    return
+                for cid in legs:
+                    self._post("final", cid, status, reason)
+                return
+            self.stats["broker_create_unknown"] += 1
+            for cid in legs:
+                leg = OrderRequest(req.symbol, "oco", req.side, 0.0, None, {"clientOrderId": cid})
+                await self._lookup(leg, signed)
+            return
+        self.stats["broker_created"] += 1
+        self.stats["broker_oco_created"] += 1
+        market = ex.market(req.symbol)
+        for rep in reply.get("orderReports") or ():
+            self._take_order(ex.parse_order(rep, market), "create")
 
     async def _lookup(self, req: OrderRequest, signed_ms: int) -> None:
         """After a create with no answer: find the order by client id; never resend."""

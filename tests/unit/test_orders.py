@@ -317,3 +317,41 @@ def test_unsupported_types_are_rejected_with_a_reason():
 def test_stop_rule():
     assert stop_triggered("buy", 100, 100) and not stop_triggered("buy", 100, 99.9)
     assert stop_triggered("sell", 100, 99) and not stop_triggered("sell", 100, 100.1)
+
+
+def test_native_oco_legs_of_a_sell_and_a_buy():
+    from backtrader_ccxt.orders import oco_request
+
+    types = dict(MARKET, info={"orderTypes": ["LIMIT", "MARKET", "STOP_LOSS", "LIMIT_MAKER"]})
+    sell = oco_request("BTC/USDT", "sell", 0.1, 105.5, 99.25, None, "l", "a", "b", types)
+    p = sell.params
+    assert (p["side"], p["quantity"]) == ("SELL", "0.1")
+    assert (p["aboveType"], p["abovePrice"], p["aboveClientOrderId"]) == (
+        "LIMIT_MAKER",
+        "105.5",
+        "a",
+    )
+    assert (p["belowType"], p["belowStopPrice"], p["belowClientOrderId"]) == (
+        "STOP_LOSS",
+        "99.25",
+        "b",
+    )
+    buy = oco_request("BTC/USDT", "buy", 0.1, 95, 101, None, "l", "a", "b", types)
+    assert buy.params["aboveType"] == "STOP_LOSS" and buy.params["belowType"] == "LIMIT_MAKER"
+    r = oco_request("BTC/USDT", "sell", 0.1, 105, 99, 98.5, "l", "a", "b", types)
+    assert isinstance(r, Rejection) and "STOP_LOSS_LIMIT" in r.message
+
+
+def test_the_losing_oco_leg_expires_and_is_notified_canceled():
+    led = _ledger()
+    led.by_ref[1].list_leg = True
+    led.on_report(_rep())
+    assert _statuses(led.on_report(_rep("expired", "0", 3))) == [St.CANCELED]
+
+
+def test_forget_only_what_never_reached_the_book():
+    led = _ledger()
+    assert led.forget(1) and led.find("bt-r-1") is None
+    led = _ledger()
+    led.on_report(_rep())  # booked: it has an order id
+    assert not led.forget(1)
