@@ -71,7 +71,8 @@ class OrderSoakResult:
 
     def report(self) -> str:
         keys = ("broker_create_unknown", "broker_create_adopted", "broker_stream_breaks",
-                "broker_cancel_refused", "broker_stream_restored")  # fmt: skip
+                "broker_cancel_refused", "broker_stream_restored", "broker_oco_created",
+                "broker_oco_refused")  # fmt: skip
         return "\n".join(
             [
                 f"orders {self.orders}, fills {self.fills}, checks {self.checks}",
@@ -141,8 +142,9 @@ def compare(ex, acct, broker, result: OrderSoakResult, final: bool) -> bool:
 
 
 class SoakTrader(bt.Strategy):
-    """Every ``every`` bars: flat -> a market buy, or a limit buy just under the close that
-    rests (alternating); long for ``hold`` bars -> sell. Faults fire on scheduled bars; two
+    """Every ``every`` bars: flat -> a market buy, a limit buy just under the close that
+    rests, or a bracket (in turn); long for ``hold`` bars -> sell (a bracket exits by its
+    children). Faults fire on scheduled bars; two
     bars later the broker must agree with the exchange (waited for, bounded)."""
 
     params = (("every", 3), ("hold", 2), ("size", 0.1), ("schedule", None), ("wait", 15.0))
@@ -152,6 +154,7 @@ class SoakTrader(bt.Strategy):
         self.k = 0
         self.checks_due = {}
         self.resting = None
+        self.bracket = None
 
     def next(self):
         p = self.p
@@ -176,9 +179,18 @@ class SoakTrader(bt.Strategy):
         if self.resting is not None and self.resting.alive() and n - self.entry >= 1:
             self.cancel(self.resting)
             self.resting = None
+        if self.bracket is not None and any(o.alive() for o in self.bracket):
+            return  # the bracket's children exit, not the hold rule
+        self.bracket = None
         if not self.position.size and n % p.every == 0:
             self.k += 1
-            if self.k % 2:
+            if self.k % 3 == 0:
+                c = self.data.close[0]
+                self.bracket = self.buy_bracket(size=p.size, exectype=bt.Order.Market,
+                                                stopprice=round(c - 1.0, 2),
+                                                limitprice=round(c + 0.8, 2))  # fmt: skip
+                self.entry = None
+            elif self.k % 3 == 1:
                 self.buy(size=p.size)
             else:
                 self.resting = self.buy(size=p.size, exectype=bt.Order.Limit,
