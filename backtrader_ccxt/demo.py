@@ -127,6 +127,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="ccxt constructor options as JSON, or @file.json (a real exchange only: "
         "proxies, options, urls)",
     )
+    parser.add_argument(
+        "--broker",
+        action="store_true",
+        help="trade through CCXTBroker on the local exchange (an account holding --cash of the "
+        "quote currency) instead of backtrader's simulated broker; local exchange only",
+    )
 
 
 def check_args(args: argparse.Namespace, store: CCXTStore | None = None) -> str:
@@ -143,6 +149,11 @@ def check_args(args: argparse.Namespace, store: CCXTStore | None = None) -> str:
             raise ConfigurationError(f"--{name} must be > 0, got {getattr(args, name)}")
     local = args.exchange == "local"
     timeframe = args.timeframe or ("1s" if local else "1m")
+    if getattr(args, "broker", False) and not local:
+        raise ConfigurationError(
+            "--broker trades on the local exchange only; valid choices: drop --exchange, or "
+            "drop --broker (real orders: samples/live_broker.py on the testnet, docs/broker.md)"
+        )
     if local:
         if args.config:
             raise ConfigurationError(
@@ -179,7 +190,11 @@ def run_demo(args: argparse.Namespace, out=None) -> DemoStrategy:
                     history=max(3000, args.backfill + 10),
                 )
             )
-            store = CCXTStore("binance", config=ex.ccxt_config())
+            acct = None
+            if getattr(args, "broker", False):
+                quote = args.symbol.split("/")[1]
+                acct = ex.add_account(balances={quote: args.cash}, fee_rate=0.001)
+            store = CCXTStore("binance", config=ex.ccxt_config(account=acct))
             print(f"local exchange (real Binance candles replayed) at {ex.rest_url}", file=out)
         assert store is not None
         stack.callback(store.stop)
@@ -193,7 +208,10 @@ def run_demo(args: argparse.Namespace, out=None) -> DemoStrategy:
             use_threaded_data=args.mode == "threaded",
         )
         cerebro.adddata(data)
-        cerebro.broker.setcash(args.cash)
+        if getattr(args, "broker", False):
+            cerebro.setbroker(store.getbroker())
+        else:
+            cerebro.broker.setcash(args.cash)
         cerebro.addsizer(bt.sizers.FixedSize, stake=args.size)
         cerebro.addstrategy(DemoStrategy, live_bars=args.bars, backfill=args.backfill, out=out)
         history = (
@@ -217,6 +235,18 @@ def run_demo(args: argparse.Namespace, out=None) -> DemoStrategy:
         print(f"  trades closed  {len(strat.trades)}  pnl {sum(strat.trades):+.2f}", file=out)
         print(f"  portfolio      {value:.2f} (start {args.cash:.2f})", file=out)
         print(f"  wall time      {(datetime.now() - started).total_seconds():.1f}s", file=out)
+        if getattr(args, "broker", False):
+            broker = cerebro.broker
+            fills = ex.ledger.fills(acct)
+            same = {str(f["id"]) for f in fills} == broker.ledger.trade_ids and len(
+                ex.ledger.create_requests(acct)
+            ) == len(broker.ledger.by_cid)
+            print(
+                f"  exchange       {len(ex.ledger.orders(acct))} orders, {len(fills)} fills "
+                f"(broker: {len(broker.ledger.by_cid)} orders, {len(broker.ledger.trade_ids)} "
+                f"fills; {'the same' if same else 'DIFFERENT'})",
+                file=out,
+            )
         return strat
 
 

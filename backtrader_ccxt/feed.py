@@ -47,7 +47,7 @@ _PRIOR_FEED_PARAMS = {
         n: _STORE_PARAM.format(name=n)
         for n in ("exchange", "config", "retries", "sandbox", "use_rate_limiter")
     },
-    "currency": "the prior plugins' broker currency: there is no broker here, drop it",
+    "currency": "the prior plugins' broker currency: store.getbroker(currency=...) here",
     "symbol": "write dataname='BTC/USDT'",
 }
 

@@ -39,12 +39,12 @@ __all__ = ["CCXTStore"]
 
 _SECRET_KEYS = ("apiKey", "secret", "password", "uid", "privateKey", "walletAddress", "token")
 
-_NO_BROKER = "there is no broker here: drop it, backtrader's broker keeps the cash (cerebro.broker.setcash(...))"
+_TO_BROKER = "a broker parameter here: store.getbroker(currency=...) (docs/broker.md)"
 
 #: Store keywords of the prior plugins (bt-ccxt-store, the cloudQuant fork, Ed Bartosh's fork)
 #: that this store does not take, and what to write instead.
 _PRIOR_STORE_PARAMS = {
-    "currency": f"bt-ccxt-store's and the cloudQuant fork's broker currency; {_NO_BROKER}",
+    "currency": f"bt-ccxt-store's and the cloudQuant fork's broker currency; {_TO_BROKER}",
     "use_rate_limiter": (
         "cloudQuant fork; ccxt's own rate limiter is always on here "
         "(config={'enableRateLimit': False} turns it off)"
@@ -53,7 +53,10 @@ _PRIOR_STORE_PARAMS = {
         "cloudQuant fork; reconnects and retries are built in (retries, retry_delay, "
         "retry_max_delay here; ws_reconnect_delay on the feed)"
     ),
-    "broker_mapping": f"bt-ccxt-store's getbroker(broker_mapping=...); {_NO_BROKER}",
+    "broker_mapping": (
+        "bt-ccxt-store's getbroker(broker_mapping=...); not needed: CCXTBroker maps order "
+        "types and statuses itself (docs/broker.md)"
+    ),
     "exchange_id": "write exchange='<ccxt id>'",
     "exchange_name": "write exchange='<ccxt id>'",
     "testnet": "write sandbox=True",
@@ -104,7 +107,7 @@ class CCXTStore:
                 hint = (
                     " (bt-ccxt-store's CCXTStore(exchange, currency, config, retries) took the "
                     "currency second; here write CCXTStore(exchange, config={...}, retries=...) "
-                    "and drop the currency)"
+                    "and give the currency to store.getbroker(currency=...))"
                 )
             raise ConfigurationError(
                 f"config must be a dict of ccxt constructor options, got "
@@ -137,6 +140,8 @@ class CCXTStore:
         self._pro_has: dict | None = None  # ccxt.pro's `has`, read once
         self._manager = None
         self._users = 0
+        #: the feeds started on this store (the broker marks positions with their closes)
+        self.datas: list = []
         #: what the live machinery did: reconnects, stalls, REST fills/confirmations, ...
         self.stats: Counter = Counter()
         if self.debug:
@@ -240,8 +245,10 @@ class CCXTStore:
         with self._lock:
             if not self._markets_loaded:
                 self._load_markets()
-            if data is not None:
+            if data is not None or broker is not None:
                 self._users += 1  # only once started: a failed start holds nothing
+            if data is not None and all(d is not data for d in self.datas):
+                self.datas.append(data)
         env = getattr(data, "_env", None) if data is not None else None
         if env is not None and hasattr(env, "addstore"):
             env.addstore(self)  # a no-op when the user added it already
@@ -289,6 +296,19 @@ class CCXTStore:
         from .feed import CCXTFeed
 
         return CCXTFeed(store=self, **kwargs)
+
+    def getbroker(self, **kwargs):
+        """A :class:`~backtrader_ccxt.broker.CCXTBroker` on this store's account (same params).
+
+        Needs credentials given explicitly in ``config`` (``apiKey`` and ``secret``):
+        :class:`~backtrader_ccxt.broker.MissingCredentialsError` otherwise.
+        """
+        from .broker import CCXTBroker, check_credentials
+
+        check_credentials(self)
+        return CCXTBroker(store=self, **kwargs)
+
+    BrokerCls = None  # backtrader's convention; getbroker() builds the broker
 
     def notify(self, kind: str, message: str, symbols=()) -> StoreNotification:
         """Queue a notification for ``notify_store``. Safe from any thread.

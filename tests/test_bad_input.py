@@ -53,7 +53,7 @@ STORE_CASES = {
     "bt-ccxt-store's currency": (
         {"exchange": "binance", "currency": "USDT"},
         ConfigurationError,
-        ["'currency'", "no broker", "setcash", "valid choices: clock"],
+        ["'currency'", "getbroker(currency=", "valid choices: clock"],
     ),
     "bt-ccxt-store's positional currency": (
         {"exchange": "binance", "config": "USDT"},
@@ -242,7 +242,7 @@ def test_feed_rejects_at_start(ex, case, tmp_path):
     "kwargs, words",
     [
         ({"exchange": "binance"}, ["'exchange'", "store parameter", "CCXTStore(exchange="]),
-        ({"currency": "USDT"}, ["'currency'", "no broker"]),
+        ({"currency": "USDT"}, ["'currency'", "getbroker(currency="]),
         ({"symbol": "BTC/USDT"}, ["'symbol'", "dataname="]),
         ({"fetch_ohlcv_param": {}}, ["did you mean 'fetch_ohlcv_params'"]),
     ],

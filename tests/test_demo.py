@@ -48,6 +48,33 @@ def test_demo_runs_offline_and_ends_with_a_summary(mode):
         assert bad not in proc.stderr
 
 
+def test_demo_trades_through_ccxtbroker_on_the_local_exchange():
+    proc = subprocess.run(
+        demo_cmd(
+            "--broker", "--bars", "8", "--backfill", "10", "--mode", "polling", "--size", "0.01"
+        ),  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env(),
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.strip().startswith("exchange "))
+    assert line.endswith("the same)"), line  # the exchange's ledger is what the broker saw
+    for bad in BAD_SHUTDOWN:
+        assert bad not in proc.stderr
+
+
+def test_demo_broker_is_for_the_local_exchange_only():
+    proc = subprocess.run(
+        demo_cmd("--broker", "--exchange", "binance"),
+        capture_output=True, text=True, timeout=60, env=env(), cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "--broker trades on the local exchange only" in proc.stderr
+
+
 def test_ctrl_c_stops_the_demo_cleanly():
     """SIGINT mid-run: the demo's handler calls cerebro.runstop(); it prints its summary and
     exits 0 with every thread, task and socket closed."""

@@ -31,6 +31,7 @@ RUNS = {
     "pandas_sweep.py": ["--history", "600"],
     "rehearse.py": ["--warmup", "30"],
     "ticks_and_bars.py": ["--seconds", "2"],
+    "live_broker.py": [],
 }
 
 
@@ -91,6 +92,16 @@ def _check(get, run: str) -> list[tuple[str, datetime]]:
     assert code == 0, f"{run} exited {code}\n{out}\n{err}"
     assert "Traceback" not in err and "ResourceWarning" not in err, err
     return [(name, datetime.fromisoformat(ts)) for name, ts in LIVE.findall(out)]
+
+
+def test_live_broker_trades_and_matches_the_exchange_ledger(results):
+    bars = _check(results, "live_broker.py")
+    assert len(bars) == BARS
+    out = results("live_broker.py")[1]
+    assert "order  BUY Completed" in out
+    assert "broker: 2 orders, 2 fills" in out  # the buy, and the sell sent on the last bar
+    assert "exchange ledger: 2 orders, 2 fills, BTC 0," in out
+    assert "broker matches the exchange ledger: yes" in out
 
 
 def test_every_sample_is_covered():

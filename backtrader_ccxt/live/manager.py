@@ -161,6 +161,7 @@ class StreamManager:
         self._groups: dict[tuple[str, str], WatchGroup] = {}
         self._tasks: set[asyncio.Task] = set()
         self._final_lag = FinalLag()  # how late finals arrive lately, for all the store's feeds
+        self._closers: list = []  # async callables run first at shutdown (the broker's driver)
         self.stats = store.stats
 
     # -- backtrader thread -----------------------------------------------------------------
@@ -197,6 +198,20 @@ class StreamManager:
             if self._stopped or not self._thread.running:
                 return
         self._thread.call_soon(self._drop, sub)
+
+    def submit(self, coro):
+        """Run ``coro`` on the store's loop thread (started if need be); a
+        ``concurrent.futures.Future``. For the broker's order driver."""
+        with self._lock:
+            if self._stopped:
+                coro.close()
+                raise RuntimeError("the store's stream manager was stopped")
+            self._thread.start()
+            return self._thread.submit(coro)
+
+    def add_closer(self, closer) -> None:
+        """``await closer()`` runs on the loop at shutdown, before the feeds' tasks end."""
+        self._closers.append(closer)
 
     def stop(self, timeout: float = 2.0) -> bool:
         """Close every task and ccxt instance and join the thread (within ``timeout``)."""
@@ -349,6 +364,12 @@ class StreamManager:
             subs.remove(sub)
 
     async def _shutdown(self) -> None:
+        closers, self._closers = self._closers, []
+        for closer in closers:
+            try:
+                await closer()
+            except Exception:  # noqa: BLE001 - a failing close must not block the stop
+                log.exception("error while closing the order driver")
         tasks = [t for t in self._tasks if not t.done()]
         for task in tasks:
             task.cancel()
