@@ -42,6 +42,7 @@ class Trader(bt.Strategy):
         ("stop_at", ROWS - 4),
         ("on_bar", None),  # on_bar(strategy, n) before the rule: faults, cancels
         ("limit_offset", None),  # buy with a limit this far under the close (else market)
+        ("sell_offset", None),  # sell with a limit this far over the close (else market)
     )
 
     def __init__(self):
@@ -75,7 +76,11 @@ class Trader(bt.Strategy):
                 self.buy(size=self.p.size, exectype=bt.Order.Limit, price=price)
             self.entry = n
         elif self.position.size > 0 and self.entry is not None and n - self.entry >= self.p.hold:
-            self.sell(size=self.position.size)
+            if self.p.sell_offset is None:
+                self.sell(size=self.position.size)
+            else:
+                price = round(self.data.close[0] + self.p.sell_offset, 2)
+                self.sell(size=self.position.size, exectype=bt.Order.Limit, price=price)
             self.entry = None
 
 

@@ -79,8 +79,9 @@ def test_lost_create_reply_is_looked_up_not_resent(rows):
     ids=["drop-during-fill", "duplicates", "out-of-order", "fill-while-disconnected"],
 )
 def test_stream_faults_change_no_fill(rows, fault, key):
-    # limit buys just under the close rest, then fill on the stream (or in REST only)
-    strat, broker, fills, counts, _ = run_fault(rows, fault, limit_offset=0.05)
+    # limit buys just under the close and sells just over it rest, then fill on the stream
+    # (or, when the fault hides a fill, in REST only): no fill rides on a create reply
+    strat, broker, fills, counts, _ = run_fault(rows, fault, limit_offset=0.05, sell_offset=0.05)
     assert counts.get(key, 0) >= 1, counts
     assert len(fills) >= 4
     if key in ("drop_during_fill", "fill_while_disconnected"):
