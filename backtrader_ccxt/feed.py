@@ -516,8 +516,8 @@ class CCXTFeed(bt.feed.DataBase):
             if getattr(p, name):
                 raise ConfigurationError(
                     f"timeframe=bt.TimeFrame.Ticks cannot be combined with {name}="
-                    f"{getattr(p, name)!r}; valid choices: a tick feed without {name}, or a "
-                    f"candle timeframe with {name}"
+                    f"{getattr(p, name)!r}; valid choices: a tick feed (REST polling, threaded "
+                    f"or WebSocket) without {name}, or a candle timeframe with {name}"
                 )
         if not self._store.has("fetchTrades"):
             raise CapabilityError(

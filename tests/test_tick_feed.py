@@ -254,9 +254,15 @@ def live_tick_run(protocol, mode, plan, after=40, inspect=None):
         def on_tick(strat):
             if "LIVE" not in strat.statuses:
                 return
-            if steps and len(strat.ticks) >= steps[0][0] + state.get("live_at", 0):
+            if mode == "websocket" and not store.stats["trades_streamed"]:
+                return  # the history may be LIVE before the stream talks: faults hit the stream
+            live_at = state.setdefault("live_at", len(strat.ticks))  # counted from LIVE on
+            # ticks reach next() in bursts: keep faults 0.3 s of real time apart too, so that
+            # each meets the stream on its own (a lost trade inside a drop's outage is no gap)
+            spaced = time.monotonic() - state.get("step_at", 0.0) >= 0.3
+            if steps and spaced and len(strat.ticks) >= steps[0][0] + live_at:
                 steps.pop(0)[1](ex)
-            state.setdefault("live_at", len(strat.ticks))
+                state["step_at"] = time.monotonic()
             if not steps and state["done_at"] is None:
                 state["done_at"] = len(strat.ticks)
             if (
@@ -313,7 +319,11 @@ def test_every_mode_delivers_the_ledger_exactly_through_faults(protocol, mode):
     if mode == "websocket":
         assert counts["trades_lost"] == 3 and counts["trades_duplicated"] == 3
         assert counts["burst_drop"] == 1 and counts["stall"] == 1
-        assert stats["stalls"] >= 1 and stats["trade_gap_fills"] >= 1
+        assert stats["stalls"] >= 1
+        # the lost trades came back through an id-gap fill; on a loaded machine the loop can
+        # be starved past the 0.25 s watchdog first (an extra stall), whose reconnect walk
+        # then brings them instead: either way over REST, and exactly (asserted above)
+        assert stats.get("trade_gap_fills", 0) >= 1 or stats["stalls"] > counts["stall"], stats
         assert "CONNBROKEN" in strat.statuses
     else:
         assert counts["rest_5xx"] == 2
@@ -492,3 +502,22 @@ def test_historical_ticks_on_venues_that_page_backwards(protocol):
         want = expected(ex, "BTC/USDT", since, None)
         assert strat.ticks == want
         assert len(want) > (500 if protocol == "okx" else 20)
+
+
+def test_stream_machine_a_break_before_the_first_word_and_a_late_stream_lose_nothing():
+    spec = TradeSpec("BTC/USDT", None, page_limit=5, paging="time", consecutive_ids=False)
+    m = TradeStreamMachine(spec, stream_first_ms=3_000)
+    m.on_event(Broken("refused"))  # the first connection failed before it talked
+    assert m.next_action(0) == 3_000
+    req = m.next_action(3_000)  # silent past stream_first_ms: the backfill starts anyway
+    m.on_trades([raw(1), raw(2)], 3_000)  # the newest trades: seen (backfill_trades=0)
+    m.on_trades([], m.next_action(3_000) and 3_000)
+    assert req.since_ms is None and drain(m) == ["DELAYED", "LIVE"]
+    m.on_event(Healthy(1))  # the stream talks at last: REST covers the seam first
+    m.on_event(Trades((raw(5),), 3_100, 1))
+    req = m.next_action(3_100)
+    assert req.since_ms == raw(2)["timestamp"]  # by time from the last trade seen
+    m.on_trades([raw(2), raw(3), raw(4), raw(5)], 3_100)
+    assert drain(m) == [3, 4, 5]
+    m.on_event(Trades((raw(6),), 3_200, 1))
+    assert drain(m) == [6]

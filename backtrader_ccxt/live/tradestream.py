@@ -70,6 +70,7 @@ class TradeStreamMachine(TradePollingMachine):
         self._gap_tries = 0
         self._absent_run = 0
         self._final_walk = False
+        self._heard = False  # the stream has talked at least once
 
     @property
     def wants_io(self) -> bool:
@@ -83,17 +84,20 @@ class TradeStreamMachine(TradePollingMachine):
         if isinstance(event, Trades):
             self._on_trades(event)
         elif isinstance(event, Healthy):
+            first, down = not self._heard, self.stream_down
+            self._heard, self.stream_down = True, False
             if not self.started:
                 self._start()
-            elif self.stream_down:
-                self.stream_down = False
+            elif down or first:
+                # after a break; or the first word of a stream that was silent past
+                # stream_first_ms (the backfill started without it): REST covers the seam
                 self._fill()
         elif isinstance(event, Broken):
             if not self.stream_down:
                 self.stream_down = True
-                if self.live and not self.broken:
+                if self.live and not self.broken:  # (the backfill ends with LIVE anyway)
                     self.outbox.append(Status("CONNBROKEN", event.reason))
-                self.broken = True
+                    self.broken = True
         elif isinstance(event, Fatal):
             self.done = True
             self.outbox.append(Status("DISCONNECTED", event.reason, fatal=True))
