@@ -133,11 +133,6 @@ FEED_CASES = {
         UnsupportedTimeframeError,
         ["'1 minute'", "'1m'"],
     ),
-    "ticks timeframe over the WebSocket": (
-        {"timeframe": bt.TimeFrame.Ticks, "use_websocket": True},
-        ConfigurationError,
-        ["bt.TimeFrame.Ticks", "use_websocket=True", "REST polling"],
-    ),
     "ticks timeframe with a cache": (
         {"timeframe": bt.TimeFrame.Ticks, "cache": "CACHE"},
         ConfigurationError,
@@ -301,6 +296,16 @@ def test_websocket_on_an_exchange_without_it_is_a_capability_error():
         _run_feed(store, dataname="BTC/JPY", timeframe="1m", use_websocket=True)
     msg = str(info.value)
     assert "'bitbank'" in msg and "use_websocket=False" in msg and "use_threaded_data" in msg
+
+
+def test_websocket_ticks_on_an_exchange_without_watch_trades_is_a_capability_error():
+    """bydfi's ccxt.pro class watches candles but not trades: tick feeds over WebSocket
+    (which run everywhere watchTrades exists) fail before any network I/O."""
+    store = CCXTStore("bydfi")
+    with pytest.raises(CapabilityError) as info:
+        _run_feed(store, dataname="BTC/USDT", timeframe=bt.TimeFrame.Ticks, use_websocket=True)
+    msg = str(info.value)
+    assert "watchTrades" in msg and "use_websocket=False" in msg
 
 
 def test_sandbox_on_an_exchange_without_one_is_a_capability_error():
