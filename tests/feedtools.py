@@ -196,7 +196,8 @@ def fast_store(ex, store_class=CCXTStore, **kwargs) -> CCXTStore:
     if clock is not None:
         kwargs.setdefault("clock", clock.ms)
         kwargs.setdefault("clock_rate", clock.speed)
-    return store_class(ex.protocol, config=ex.ccxt_config(), **kwargs)
+    kwargs.setdefault("config", ex.ccxt_config())
+    return store_class(ex.protocol, **kwargs)
 
 
 def speed_of(ex) -> float:
