@@ -29,6 +29,9 @@ import pytest
 from backtrader_ccxt import CCXTFeed, CCXTStore
 from backtrader_ccxt.__main__ import build_parser
 
+# one worker runs the whole module: its module fixture starts every run at once
+pytestmark = pytest.mark.xdist_group("docs")
+
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # pages whose blocks another test module runs

@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+# one worker runs the whole module: its module fixture starts every run at once
+pytestmark = pytest.mark.xdist_group("samples")
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
 BARS = 2
