@@ -145,6 +145,7 @@ def dead_exchange_config(tmp_path: Path) -> str:
     return f"@{path}"
 
 
+@pytest.mark.slow  # the store's retries back off in real seconds before it gives up
 def test_an_unreachable_exchange_is_one_clear_line_and_v_shows_the_traceback(tmp_path):
     config = dead_exchange_config(tmp_path)
     proc = run_demo("--exchange", "binance", "--config", config, "--mode", "polling")

@@ -19,7 +19,7 @@ SOAK_SPEED = 2.5
     [
         # one soak on the real clock: the schedule against real-time sockets, pings, watchdog
         pytest.param(PROTOCOLS[0], 1.0, marks=pytest.mark.realtime, id=PROTOCOLS[0]),
-        *((p, SOAK_SPEED) for p in PROTOCOLS[1:]),
+        *(pytest.param(p, SOAK_SPEED, marks=pytest.mark.slow) for p in PROTOCOLS[1:]),
     ],
 )
 def test_short_soak_loses_duplicates_and_corrupts_nothing(protocol, speed):
@@ -54,6 +54,7 @@ def test_every_fault_kind_of_the_schedule_is_known_to_the_exchange():
         ex.faults.clear()
 
 
+@pytest.mark.slow
 def test_short_soak_in_the_rest_modes_with_exactbars_1():
     """The REST faults of the schedule against three polled feeds in one exactbars=1
     cerebro, in both REST modes (the WebSocket faults find no socket to hit)."""
