@@ -81,11 +81,12 @@ class Paginator:
         opens = [int(r[0]) for r in rows if r]
         fresh = [r for r in rows if r and int(r[0]) >= lo and (hi is None or int(r[0]) < hi)]
         beyond_until = hi is not None and any(t >= hi for t in opens)
-        if beyond_until:
-            self.cursor = max(self.cursor, hi)
         if not fresh:
             window_end = self._window_end(lo)
-            if beyond_until or window_end >= now_ms:
+            if beyond_until:
+                self.cursor = max(self.cursor, hi)  # the rest of the range has no candle
+                self.done = True
+            elif window_end >= now_ms:
                 self.done = True
             else:
                 self.cursor = window_end
@@ -94,7 +95,14 @@ class Paginator:
         newest = max(int(r[0]) for r in fresh)
         if self.drop_newest and bars and now_ms - bars[-1].close_ms < self.newest_grace_ms:
             bars.pop()
-        if beyond_until or len(bars) < len({int(r[0]) for r in fresh}):
+        held = len(bars) < len({int(r[0]) for r in fresh})
+        if beyond_until and not held:
+            # Past todate with every row before it taken. A row held back (forming, or not
+            # trusted yet, by the request's time) is still owed even when the page also
+            # shows a candle at or after todate (the venue answered late, or ccxt's rate
+            # limiter held the request): skipping to todate would lose the last bar.
+            self.cursor = max(self.cursor, hi)
+        if beyond_until or held:
             # past todate, or a row was held back (forming or untrusted): the walk ends here
             self.done = True
         if bars:

@@ -5,7 +5,13 @@ REST history.
 Short version: tests/test_soak.py (CI). Long version, from the repository root::
 
     python tests/soak.py --bars 600 --symbols 6 --seed 1 [--mode polling|threaded|websocket]
-                         [--protocol binance|okx|bybit]
+                         [--protocol binance|okx|bybit] [--speed 1]
+
+``--speed N`` runs the whole soak N times faster: the exchange and the store on a clock N
+times real time (tests/feedtools.py), the fault schedule in exchange time, and the store's
+real-time knobs (reconnect backoff, stall watchdog, REST retry delays and timeout, the
+exchange's REST hold) divided by N, so the soak is the real-time one scaled, except for the
+real latency of sockets and of the machine (which counts N times more against a candle).
 
 prints bars delivered / missing / duplicated / wrong, faults injected by kind, reconnects,
 stalls, REST fills and the max close-to-delivery lag.
@@ -26,9 +32,8 @@ import backtrader as bt
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from feedtools import Recorder, to_ms  # noqa: E402
+from feedtools import Recorder, fast_exchange, fast_store, grace, to_ms  # noqa: E402
 
-from backtrader_ccxt import CCXTStore  # noqa: E402
 from backtrader_ccxt.localexchange import LocalExchange  # noqa: E402
 
 # backtrader's exactbars for the soak's cerebro: 1 (flat memory), what long live runs use;
@@ -96,17 +101,21 @@ class SoakResult:
 
 
 class FaultSchedule(threading.Thread):
-    """Applies a seeded random fault every 0.2-1.2 s (an Event timeout is the timer)."""
+    """Applies a seeded random fault every 0.2-1.2 s of exchange time (an Event timeout is
+    the timer; ``speed``: exchange seconds per real second)."""
 
-    def __init__(self, ex: LocalExchange, rng: random.Random, symbols: list[str]) -> None:
+    def __init__(
+        self, ex: LocalExchange, rng: random.Random, symbols: list[str], speed: float = 1.0
+    ) -> None:
         super().__init__(name="soak-faults", daemon=True)
         self.ex, self.rng, self.symbols = ex, rng, symbols
+        self.speed = speed
         self.stop_event = threading.Event()
         self.scheduled: Counter = Counter()
 
     def run(self) -> None:
         kinds, weights = zip(*FAULT_WEIGHTS.items(), strict=True)
-        while not self.stop_event.wait(self.rng.uniform(0.2, 1.2)):
+        while not self.stop_event.wait(self.rng.uniform(0.2, 1.2) / self.speed):
             kind = self.rng.choices(kinds, weights)[0]
             self.apply(kind)
 
@@ -132,7 +141,7 @@ class FaultSchedule(threading.Thread):
         elif kind == "rest_5xx":
             f.rest_errors("5xx", count=rng.randint(1, 2), status=rng.choice([500, 502, 503]))
         elif kind == "rest_timeout":
-            f.rest_errors("timeout", count=1, hold=2.0)
+            f.rest_errors("timeout", count=1, hold=2.0 / self.speed)
         elif kind == "rest_truncated":
             f.rest_errors("truncated", count=rng.randint(1, 2))
         elif kind == "rest_busy":  # the venue's own "try again later" (Bybit 10016, ...)
@@ -140,7 +149,7 @@ class FaultSchedule(threading.Thread):
         elif kind == "drop_at_close":
             # the worst moment: the next candle's final is lost and the socket drops with it
             now = self.ex.now_ms()
-            self.stop_event.wait((1000 - now % 1000) / 1000 + rng.uniform(0.0, 0.02))
+            self.stop_event.wait(((1000 - now % 1000) / 1000 + rng.uniform(0.0, 0.02)) / self.speed)
             f.skip_final(count=1)
             f.drop_connections()
 
@@ -169,14 +178,21 @@ def soak(
     mode: str = "websocket",
     exactbars: int = EXACTBARS,
     protocol: str = "binance",
+    speed: float = 1.0,
 ) -> SoakResult:
     names = ["BTC/USDT", "ETH/USDT"] + [f"SK{i:02d}/USDT" for i in range(max(0, symbols - 2))]
     names = names[:symbols]
     rng = random.Random(seed)
-    with LocalExchange(symbols=names, timeframes=("1s",), history=200, protocol=protocol) as ex:
-        config = dict(ex.ccxt_config(), timeout=1500)
-        store = CCXTStore(
-            protocol, config=config, retries=10, retry_delay=0.05, retry_max_delay=0.5
+    if speed == 1.0:
+        exchange = LocalExchange(symbols=names, timeframes=("1s",), history=200, protocol=protocol)
+    else:
+        exchange = fast_exchange(
+            speed, symbols=names, timeframes=("1s",), history=200, protocol=protocol
+        )
+    with exchange as ex:
+        config = dict(ex.ccxt_config(), timeout=int(1500 / speed))
+        store = fast_store(
+            ex, config=config, retries=10, retry_delay=0.05 / speed, retry_max_delay=0.5 / speed
         )
         cerebro = bt.Cerebro(stdstats=False, exactbars=exactbars)
         for sym in names:
@@ -186,15 +202,15 @@ def soak(
                     name=sym,
                     timeframe="1s",
                     backfill_bars=30,
-                    poll_grace=0.2,
-                    ws_reconnect_delay=0.05,
-                    ws_max_reconnect_delay=0.5,
-                    ws_stall_timeout=1.0,
+                    poll_grace=grace(ex, 0.2),
+                    ws_reconnect_delay=0.05 / speed,
+                    ws_max_reconnect_delay=0.5 / speed,
+                    ws_stall_timeout=1.0 / speed,
                     **MODES[mode],
                 )
             )
         cerebro.addstrategy(LagRecorder, live_bars=bars, clock=ex.now_ms)
-        schedule = FaultSchedule(ex, rng, names)
+        schedule = FaultSchedule(ex, rng, names, speed)
         # REST faults waiting for the backfill, so it is hit too
         schedule.apply("rest_429")
         schedule.apply("rest_truncated")
@@ -245,6 +261,7 @@ def main(argv=None) -> int:
     parser.add_argument("--mode", choices=list(MODES), default="websocket")
     parser.add_argument("--exactbars", type=int, default=EXACTBARS)
     parser.add_argument("--protocol", choices=("binance", "okx", "bybit"), default="binance")
+    parser.add_argument("--speed", type=float, default=1.0, help="clock speed (1: real time)")
     args = parser.parse_args(argv)
     result = soak(
         args.bars,
@@ -253,10 +270,11 @@ def main(argv=None) -> int:
         mode=args.mode,
         exactbars=args.exactbars,
         protocol=args.protocol,
+        speed=args.speed,
     )
     print(
         f"soak: {args.symbols} symbols x {args.bars} live 1s bars, {args.mode}, "
-        f"{args.protocol}, exactbars={args.exactbars}, seed {args.seed}"
+        f"{args.protocol}, exactbars={args.exactbars}, seed {args.seed}, speed {args.speed}x"
     )
     print(result.report())
     for line in result.details[:20]:

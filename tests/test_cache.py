@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import warmpython
 
 from backtrader_ccxt.cache import DEFAULT_FILENAME, HistoryCache
 from backtrader_ccxt.errors import ConfigurationError
@@ -241,7 +242,7 @@ def test_two_processes_write_the_same_cache_at_once(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     n = 6000
     procs = [
-        subprocess.Popen(
+        warmpython.Popen(
             [
                 sys.executable,
                 "-W",

@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import warmpython
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD_SHUTDOWN = ("Unclosed", "Task was destroyed", "Event loop is closed", "Traceback")
@@ -28,7 +29,7 @@ def env() -> dict:
 
 @pytest.mark.parametrize("mode", ["websocket", "polling", "threaded"])
 def test_demo_runs_offline_and_ends_with_a_summary(mode):
-    proc = subprocess.run(
+    proc = warmpython.run(
         demo_cmd("--bars", "3", "--backfill", "12", "--mode", mode),
         capture_output=True,
         text=True,
@@ -78,7 +79,7 @@ def test_demo_broker_is_for_the_local_exchange_only():
 def test_ctrl_c_stops_the_demo_cleanly():
     """SIGINT mid-run: the demo's handler calls cerebro.runstop(); it prints its summary and
     exits 0 with every thread, task and socket closed."""
-    proc = subprocess.Popen(
+    proc = warmpython.Popen(
         demo_cmd("--bars", "1000", "--backfill", "5"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -115,7 +116,7 @@ def test_ctrl_c_stops_the_demo_cleanly():
 
 
 def test_demo_help_explains_every_option():
-    proc = subprocess.run(
+    proc = warmpython.run(
         demo_cmd("--help"), capture_output=True, text=True, timeout=60, env=env(), cwd=ROOT
     )
     assert proc.returncode == 0
@@ -128,7 +129,7 @@ def test_demo_help_explains_every_option():
 
 def run_demo(*args: str, timeout: float = 60, pre: tuple[str, ...] = ()):
     cmd = [sys.executable, "-W", "error::ResourceWarning", "-m", "backtrader_ccxt", *pre, "demo"]
-    return subprocess.run(
+    return warmpython.run(
         [*cmd, *args], capture_output=True, text=True, timeout=timeout, env=env(), cwd=ROOT
     )
 
@@ -171,6 +172,7 @@ def dead_exchange_config(tmp_path: Path) -> str:
     return f"@{path}"
 
 
+@pytest.mark.slow  # the store's retries back off in real seconds before it gives up
 def test_an_unreachable_exchange_is_one_clear_line_and_v_shows_the_traceback(tmp_path):
     config = dead_exchange_config(tmp_path)
     proc = run_demo("--exchange", "binance", "--config", config, "--mode", "polling")

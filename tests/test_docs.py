@@ -1,7 +1,8 @@
 """Every code block in README.md and docs/*.md works.
 
-* ```python blocks are compiled, then run as a script in a subprocess (fresh interpreter, a
-  temporary working directory, ResourceWarnings as errors), a few at a time. A block preceded
+* ```python blocks are compiled, then run as a script in a subprocess (a process of its own
+  forked from a warm interpreter, tests/warmpython.py; a temporary working directory,
+  ResourceWarnings as errors), a few at a time. A block preceded
   by ``<!-- no-run: why -->`` is only compiled; so is a block that builds a ``CCXTStore``
   without the local exchange (it would need the internet). ``<!-- requires: module -->``
   skips the run when that module is not installed.
@@ -25,9 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import warmpython
 
 from backtrader_ccxt import CCXTFeed, CCXTStore
 from backtrader_ccxt.__main__ import build_parser
+
+# one worker runs the whole module: its module fixture starts every run at once
+pytestmark = pytest.mark.xdist_group("docs")
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -100,7 +105,7 @@ def _env() -> dict:
 def _run(block: Block, cwd: Path) -> subprocess.CompletedProcess:
     script = cwd / f"{block.page.stem}_{block.line}.py"
     script.write_text(block.code, encoding="utf-8")
-    return subprocess.run(
+    return warmpython.run(
         [sys.executable, "-W", "error::ResourceWarning", str(script)],
         cwd=cwd,
         env=_env(),
@@ -183,7 +188,7 @@ def test_bash_block_commands_parse(block):
 
 
 def _help_ok(cmd: list[str]) -> None:
-    proc = subprocess.run(
+    proc = warmpython.run(
         [*cmd, "--help"], env=_env(), capture_output=True, text=True, timeout=60, cwd=ROOT
     )
     assert proc.returncode == 0, f"{shlex.join(cmd)} --help: {proc.stderr}"

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+import warmpython
 from helpers import eventually
 
 from backtrader_ccxt import CCXTStore
@@ -212,7 +213,7 @@ def test_command_ctrl_c_keeps_pages_and_exits_130(tmp_path):
         str(tmp_path),
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = warmpython.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         # wait until some pages are committed, then interrupt
         def some_pages():
@@ -241,7 +242,7 @@ def run_cli(*args: str, pre: str = "") -> subprocess.CompletedProcess:
         pre + "import sys\nfrom backtrader_ccxt.__main__ import main\nsys.exit(main(sys.argv[1:]))"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
+    return warmpython.run(
         [sys.executable, "-c", code, *args],
         capture_output=True,
         text=True,

@@ -13,17 +13,28 @@ from datetime import timedelta
 
 import backtrader as bt
 import pytest
-from feedtools import EPOCH, MODES, Recorder, assert_contiguous, expected_for, to_ms, truth
-
-from backtrader_ccxt import CCXTStore
-from backtrader_ccxt.localexchange import LocalExchange
+from feedtools import (
+    EPOCH,
+    MODES,
+    Recorder,
+    assert_contiguous,
+    expected_for,
+    fast_exchange,
+    fast_store,
+    to_ms,
+    truth,
+)
 
 SYMBOLS = ("BTC/USDT", "ETH/USDT", "SK00/USDT")
 
 
 @pytest.fixture(scope="module")
 def ex():
-    with LocalExchange(symbols=SYMBOLS, timeframes=("1s", "1m"), history=3000) as ex:
+    """On a fast clock (tests/feedtools.py). The graces below are fractions of a candle that
+    order the feeds' requests within it, so they stay in exchange seconds; 2.5x, not 5x:
+    the 429s must still land on one feed's request and its one retry (real 0.1 s apart, by
+    Retry-After), and at 5x the other feeds' polls come between them (seen: threaded)."""
+    with fast_exchange(2.5, symbols=SYMBOLS, timeframes=("1s", "1m"), history=3000) as ex:
         yield ex
 
 
@@ -47,9 +58,7 @@ def test_exactbars_1_with_three_live_feeds_out_of_step(ex, mode):
     """One feed falls behind the others (REST 429s beyond its retries in the polling modes,
     two missing WebSocket finals confirmed late over REST), then catches up: crashed with
     IndexError before the feeds kept in step."""
-    store = CCXTStore(
-        "binance", config=ex.ccxt_config(), retries=1, retry_delay=0.05, retry_max_delay=0.2
-    )
+    store = fast_store(ex, retries=1, retry_delay=0.05, retry_max_delay=0.2)
     cerebro = bt.Cerebro(stdstats=False, exactbars=1)
     lagging = "ETH/USDT"
     for sym in SYMBOLS:
@@ -100,7 +109,7 @@ def test_exactbars_1_historical_feeds_of_different_spans_and_timeframes(ex):
     time only (the earliest first)."""
     now = ex.now_ms()
     end = now - now % 60_000 - 60_000
-    store = CCXTStore("binance", config=ex.ccxt_config())
+    store = fast_store(ex)
     cerebro = bt.Cerebro(stdstats=False, exactbars=1)
     spans = {
         "BTC1s": ("BTC/USDT", "1s", end - 150_000),

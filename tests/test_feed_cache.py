@@ -7,17 +7,17 @@ from datetime import timedelta
 
 import backtrader as bt
 import pytest
-from feedtools import EPOCH, expected_for, run, run_historical
+from feedtools import EPOCH, expected_for, fast_exchange, fast_store, grace, run, run_historical
 
-from backtrader_ccxt import CCXTStore, ConfigurationError, HistoryCache
-from backtrader_ccxt.localexchange import LocalExchange
+from backtrader_ccxt import ConfigurationError, HistoryCache
 
 KLINES = "/api/v3/klines"
 
 
 @pytest.fixture(scope="module")
 def ex():
-    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1s",), history=5000) as ex:
+    """On the fast clock (tests/feedtools.py)."""
+    with fast_exchange(symbols=("BTC/USDT",), timeframes=("1s",), history=5000) as ex:
         yield ex
 
 
@@ -26,7 +26,7 @@ def klines(ex) -> int:
 
 
 def backtest(ex, cache, fromdate, todate):
-    store = CCXTStore("binance", config=ex.ccxt_config())
+    store = fast_store(ex)
     strat = run_historical(
         store, "BTC/USDT", "1s", fromdate, todate, name="BTC", ohlcv_limit=1000, cache=cache
     )
@@ -63,7 +63,7 @@ def test_a_live_restart_serves_history_from_the_cache(ex, tmp_path):
     cache = HistoryCache(tmp_path / "live.sqlite3")
     runs = []
     for _ in range(2):
-        store = CCXTStore("binance", config=ex.ccxt_config())
+        store = fast_store(ex)
         cerebro = bt.Cerebro(stdstats=False)
         cerebro.adddata(
             store.getdata(
@@ -71,7 +71,7 @@ def test_a_live_restart_serves_history_from_the_cache(ex, tmp_path):
                 name="BTC",
                 timeframe="1s",
                 backfill_bars=2500,
-                poll_grace=0.2,
+                poll_grace=grace(ex, 0.2),
                 use_websocket=True,
                 cache=cache,
             )
@@ -91,7 +91,7 @@ def test_a_live_restart_serves_history_from_the_cache(ex, tmp_path):
 
 
 def test_cache_must_be_a_history_cache_or_a_path(ex):
-    store = CCXTStore("binance", config=ex.ccxt_config())
+    store = fast_store(ex)
     cerebro = bt.Cerebro()
     cerebro.adddata(store.getdata(dataname="BTC/USDT", timeframe="1s", cache=42))
     with pytest.raises(ConfigurationError, match="cache must be a HistoryCache or a path"):
@@ -99,7 +99,7 @@ def test_cache_must_be_a_history_cache_or_a_path(ex):
 
 
 def test_a_misspelled_param_is_rejected_with_a_suggestion(ex):
-    store = CCXTStore("binance", config=ex.ccxt_config())
+    store = fast_store(ex)
     with pytest.raises(
         ConfigurationError, match="'backfil_bars' \\(did you mean 'backfill_bars'\\?\\)"
     ):

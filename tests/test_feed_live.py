@@ -13,6 +13,9 @@ from feedtools import (
     MODES,
     assert_contiguous,
     expected_for,
+    fast_exchange,
+    fast_store,
+    grace,
     run,
     run_historical,
     to_ms,
@@ -25,6 +28,16 @@ from backtrader_ccxt.localexchange import LocalExchange
 
 @pytest.fixture(scope="module")
 def ex():
+    """On the fast clock (tests/feedtools.py says why 5x keeps these honest); the tests of
+    what real time alone shows are marked ``realtime`` and use :func:`real_ex`."""
+    with fast_exchange(
+        symbols=("BTC/USDT", "ETH/USDT"), timeframes=("1s", "1m"), history=3500
+    ) as ex:
+        yield ex
+
+
+@pytest.fixture(scope="module")
+def real_ex():
     with LocalExchange(
         symbols=("BTC/USDT", "ETH/USDT"), timeframes=("1s", "1m"), history=3500
     ) as ex:
@@ -32,7 +45,7 @@ def ex():
 
 
 def store_for(ex, **kwargs) -> CCXTStore:
-    return CCXTStore("binance", config=ex.ccxt_config(), **kwargs)
+    return fast_store(ex, **kwargs)
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -44,7 +57,7 @@ def test_backfill_then_live_1s_equals_exchange_history(ex, mode):
         name="BTC",
         timeframe="1s",
         backfill_bars=30,
-        poll_grace=0.1,
+        poll_grace=grace(ex, 0.1),
         **MODES[mode],
     )
     cerebro.adddata(data)
@@ -68,15 +81,8 @@ def test_polling_1m_backfill_and_live_seam(ex):
 
     Uses an accelerated clock shared by the store and a second local exchange, so a minute
     passes in a second."""
-    import time
-
-    t0 = time.time()
-
-    def fast_s():
-        return t0 + (time.time() - t0) * 60.0
-
-    with LocalExchange(symbols=("ETH/USDT",), timeframes=("1m",), history=400, clock=fast_s) as fx:
-        store = store_for(fx, clock=lambda: fast_s() * 1000, clock_rate=60.0)
+    with fast_exchange(60.0, symbols=("ETH/USDT",), timeframes=("1m",), history=400) as fx:
+        store = store_for(fx)
         cerebro = bt.Cerebro(stdstats=False)
         data = store.getdata(
             dataname="ETH/USDT",
@@ -123,7 +129,13 @@ def test_two_feeds_two_stores_coexist(ex):
     assert s1 is not s2
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(
-        s1.getdata(dataname="BTC/USDT", name="BTC", timeframe="1s", backfill_bars=5, poll_grace=0.1)
+        s1.getdata(
+            dataname="BTC/USDT",
+            name="BTC",
+            timeframe="1s",
+            backfill_bars=5,
+            poll_grace=grace(ex, 0.1),
+        )
     )
     cerebro.adddata(
         s2.getdata(
@@ -131,7 +143,7 @@ def test_two_feeds_two_stores_coexist(ex):
             name="ETH",
             timeframe="1s",
             backfill_bars=5,
-            poll_grace=0.1,
+            poll_grace=grace(ex, 0.1),
             use_websocket=True,
         )
     )
@@ -171,7 +183,7 @@ def test_resampled_live_1s_to_5s_equals_offline_resampling(ex):
         name="BTC1s",
         timeframe="1s",
         backfill_bars=12,
-        poll_grace=0.1,
+        poll_grace=grace(ex, 0.1),
         use_websocket=True,
     )
     cerebro.resampledata(data, name="BTC5s", timeframe=bt.TimeFrame.Seconds, compression=5)
@@ -234,7 +246,7 @@ def test_backtest_then_live_makes_the_same_trades_over_the_same_bars(ex):
             dataname="ETH/USDT",
             timeframe="1s",
             fromdate=fromdate,
-            poll_grace=0.1,
+            poll_grace=grace(ex, 0.1),
             use_websocket=True,
         )
     )
@@ -264,7 +276,7 @@ def test_backtest_then_live_makes_the_same_trades_over_the_same_bars(ex):
 def test_a_venue_that_omits_empty_candles(mode):
     """Candles without trades are left out by REST and the stream alike: the feed delivers
     exactly the candles that exist, and does not stall waiting for the missing ones."""
-    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1s",), history=200, empty_every=3) as fx:
+    with fast_exchange(symbols=("BTC/USDT",), timeframes=("1s",), history=200, empty_every=3) as fx:
         fx.faults.omit_empty = True
         store = store_for(fx)
         cerebro = bt.Cerebro(stdstats=False)
@@ -274,7 +286,7 @@ def test_a_venue_that_omits_empty_candles(mode):
                 name="BTC",
                 timeframe="1s",
                 backfill_bars=12,
-                poll_grace=0.1,
+                poll_grace=grace(fx, 0.1),
                 **MODES[mode],
             )
         )
@@ -286,11 +298,16 @@ def test_a_venue_that_omits_empty_candles(mode):
         assert all(g > timedelta(0) for g in gaps)
 
 
+@pytest.mark.realtime
 @pytest.mark.parametrize("drop_newest", [False, True])
 @pytest.mark.parametrize("mode", ["polling", "threaded"])
-def test_polling_asks_once_per_bar_not_once_per_load(ex, mode, drop_newest):
+def test_polling_asks_once_per_bar_not_once_per_load(real_ex, mode, drop_newest):
     """One request per bar, on time, exact; with ``drop_newest=True`` too (prior plugins'
-    configurations set it): the poll due at close + poll_grace already trusts its candle."""
+    configurations set it): the poll due at close + poll_grace already trusts its candle.
+
+    Real time: its lag bound (close + grace, well under a bar) is latency at real speed; on a
+    fast clock the real milliseconds of a REST round trip would count several times over."""
+    ex = real_ex
     store = store_for(ex)
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(

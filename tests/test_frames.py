@@ -10,6 +10,7 @@ from pathlib import Path
 
 import backtrader as bt
 import pytest
+import warmpython
 from feedtools import Recorder, run, run_historical, truth
 
 from backtrader_ccxt import CCXTStore
@@ -195,7 +196,7 @@ def without(*modules: str) -> str:
 
 
 def run_python(code: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return warmpython.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
 

@@ -21,6 +21,7 @@ import aiohttp
 import ccxt
 import ccxt.pro
 import pytest
+import warmpython
 from helpers import eventually
 
 from backtrader_ccxt.errors import ConfigurationError
@@ -286,7 +287,7 @@ def test_unknown_protocol_fails_fast_naming_the_choices():
 
 
 def test_cli_prints_the_config_of_the_chosen_protocol():
-    proc = subprocess.Popen(
+    proc = warmpython.Popen(
         [sys.executable, "-m", "backtrader_ccxt.localexchange", "--protocol", "okx"],
         stdout=subprocess.PIPE,
         text=True,

@@ -9,11 +9,10 @@ import threading
 import backtrader as bt
 import psutil
 import pytest
-from feedtools import assert_contiguous, expected_for, run
+from feedtools import assert_contiguous, expected_for, fast_exchange, fast_store, grace, run
 from helpers import eventually
 
 from backtrader_ccxt import CCXTStore, UnknownSymbolError
-from backtrader_ccxt.localexchange import LocalExchange
 
 SENTINELS = {
     "apiKey": "SENTINEL-KEY-7f3a9c1e",
@@ -24,7 +23,8 @@ SENTINELS = {
 
 @pytest.fixture(scope="module")
 def ex():
-    with LocalExchange(symbols=("BTC/USDT", "ETH/USDT"), timeframes=("1s",), history=200) as ex:
+    """On the fast clock (tests/feedtools.py)."""
+    with fast_exchange(symbols=("BTC/USDT", "ETH/USDT"), timeframes=("1s",), history=200) as ex:
         yield ex
 
 
@@ -45,12 +45,17 @@ def loop_threads() -> list[str]:
     "mode", [{}, {"use_threaded_data": True}, {"use_websocket": True}], ids=str
 )
 def test_after_run_no_thread_socket_or_session_remains(ex, mode):
-    store = CCXTStore("binance", config=ex.ccxt_config())
+    store = fast_store(ex)
     cerebro = bt.Cerebro(stdstats=False)
     for sym in ("BTC/USDT", "ETH/USDT"):
         cerebro.adddata(
             store.getdata(
-                dataname=sym, name=sym, timeframe="1s", backfill_bars=3, poll_grace=0.2, **mode
+                dataname=sym,
+                name=sym,
+                timeframe="1s",
+                backfill_bars=3,
+                poll_grace=grace(ex, 0.2),
+                **mode,
             )
         )
     strat = run(cerebro, live_bars=2)
@@ -63,7 +68,7 @@ def test_after_run_no_thread_socket_or_session_remains(ex, mode):
 
 def test_a_store_can_run_again_after_stop(ex):
     """cerebro.run() twice on the same store: the second run restarts what the first stopped."""
-    store = CCXTStore("binance", config=ex.ccxt_config())
+    store = fast_store(ex)
     for _ in range(2):
         cerebro = bt.Cerebro(stdstats=False)
         cerebro.adddata(
@@ -72,7 +77,7 @@ def test_a_store_can_run_again_after_stop(ex):
                 name="BTC/USDT",
                 timeframe="1s",
                 backfill_bars=2,
-                poll_grace=0.2,
+                poll_grace=grace(ex, 0.2),
                 use_websocket=True,
             )
         )
@@ -83,7 +88,7 @@ def test_a_store_can_run_again_after_stop(ex):
 
 def test_runstop_from_another_thread_stops_cleanly(ex):
     """A supervisor thread calls cerebro.runstop() (what a SIGINT handler does)."""
-    store = CCXTStore("binance", config=ex.ccxt_config())
+    store = fast_store(ex)
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(
         store.getdata(
@@ -111,7 +116,7 @@ def test_runstop_from_another_thread_stops_cleanly(ex):
 
 def test_secrets_never_reach_logs_reprs_errors_or_console(ex, caplog, capfd):
     config = dict(ex.ccxt_config(), verbose=True, **SENTINELS)
-    store = CCXTStore("binance", config=config, debug=True, retry_delay=0.05)
+    store = fast_store(ex, config=config, debug=True, retry_delay=0.05)
     caplog.set_level(logging.DEBUG)
     # REST failures during backfill, and dropped sockets: the paths that log errors
     ex.faults.rest_errors("429", count=1, retry_after=0.1, path="/api/v3/klines")
@@ -123,7 +128,7 @@ def test_secrets_never_reach_logs_reprs_errors_or_console(ex, caplog, capfd):
             name="BTC/USDT",
             timeframe="1s",
             backfill_bars=3,
-            poll_grace=0.2,
+            poll_grace=grace(ex, 0.2),
             use_websocket=True,
             ws_reconnect_delay=0.05,
             debug=True,

@@ -1,7 +1,8 @@
 """Every sample runs offline for a few live bars, exits 0 and prints the bars it got.
 
 The samples run as users run them: ``python samples/<name>.py`` in a subprocess (with
-ResourceWarnings as errors), all at once so the module takes as long as the slowest one.
+ResourceWarnings as errors; forked from a warm interpreter, tests/warmpython.py), all at
+once so the module takes as long as the slowest one.
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import warmpython
+
+# one worker runs the whole module: its module fixture starts every run at once
+pytestmark = pytest.mark.xdist_group("samples")
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "samples"
@@ -48,7 +53,7 @@ def _env() -> dict:
 def results():
     """Start every run at once; collect them lazily, one per test."""
     procs = {
-        run: subprocess.Popen(
+        run: warmpython.Popen(
             [
                 sys.executable,
                 "-W",
@@ -166,7 +171,7 @@ def test_resampled_bars_are_whole_five_second_bars_stamped_at_close(results):
 
 @pytest.mark.parametrize("script", sorted(p.name for p in SAMPLES.glob("*.py")))
 def test_help(script):
-    proc = subprocess.run(
+    proc = warmpython.run(
         [sys.executable, str(SAMPLES / script), "--help"],
         env=_env(),
         capture_output=True,

@@ -8,10 +8,22 @@ from soak import FAULT_WEIGHTS, FaultSchedule, soak
 
 from backtrader_ccxt.localexchange import LocalExchange
 
+#: the soak's speed off the real clock: the whole soak scaled (tests/soak.py --speed), at a
+#: speed where the scaled stall watchdog (0.4 s) and reconnect backoff (20-200 ms) stay well
+#: above what a loaded 2-core machine delays a frame by
+SOAK_SPEED = 2.5
 
-@pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_short_soak_loses_duplicates_and_corrupts_nothing(protocol):
-    result = soak(bars=25, symbols=3, seed=20261121, protocol=protocol)
+
+@pytest.mark.parametrize(
+    "protocol, speed",
+    [
+        # one soak on the real clock: the schedule against real-time sockets, pings, watchdog
+        pytest.param(PROTOCOLS[0], 1.0, marks=pytest.mark.realtime, id=PROTOCOLS[0]),
+        *(pytest.param(p, SOAK_SPEED, marks=pytest.mark.slow) for p in PROTOCOLS[1:]),
+    ],
+)
+def test_short_soak_loses_duplicates_and_corrupts_nothing(protocol, speed):
+    result = soak(bars=25, symbols=3, seed=20261121, protocol=protocol, speed=speed)
     print(result.report())
     assert result.details == []
     assert result.ok
@@ -42,11 +54,12 @@ def test_every_fault_kind_of_the_schedule_is_known_to_the_exchange():
         ex.faults.clear()
 
 
+@pytest.mark.slow
 def test_short_soak_in_the_rest_modes_with_exactbars_1():
     """The REST faults of the schedule against three polled feeds in one exactbars=1
     cerebro, in both REST modes (the WebSocket faults find no socket to hit)."""
     for mode in ("polling", "threaded"):
-        result = soak(bars=15, symbols=3, seed=20261201, mode=mode, exactbars=1)
+        result = soak(bars=15, symbols=3, seed=20261201, mode=mode, exactbars=1, speed=SOAK_SPEED)
         assert result.details == [], (mode, result.details)
         assert result.ok, mode
         assert result.delivered >= 3 * 15

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import backtrader as bt
 import pytest
-from feedtools import Recorder, assert_contiguous, expected_for
+from feedtools import Recorder, assert_contiguous, expected_for, fast_exchange, fast_store
 from venuetools import TRY_AGAIN, UNCLASSIFIED, RestTap
 
-from backtrader_ccxt import CCXTStore
 from backtrader_ccxt.errors import BOUNDED_RETRIES
-from backtrader_ccxt.localexchange import LocalExchange
 from backtrader_ccxt.notifications import FATAL, RATE_LIMITED, StoreNotification
 
 KLINES = "/api/v3/klines"
@@ -55,9 +53,9 @@ def _arm_once(arm):
 @pytest.mark.parametrize("protocol", list(TRY_AGAIN))
 def test_a_venue_try_again_reply_is_retried_without_losing_a_bar(protocol):
     path, status, body = TRY_AGAIN[protocol]
-    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1s",), history=100) as ex:
+    with fast_exchange(symbols=("BTC/USDT",), timeframes=("1s",), history=100) as ex:
         tap = RestTap(ex)
-        store = CCXTStore(protocol, config=ex.ccxt_config(), retry_delay=0.02, retries=8)
+        store = fast_store(ex, retry_delay=0.02, retries=8)
         # more replies than an unclassified error would be allowed: only the venue table helps
         count = BOUNDED_RETRIES + 2
         strat = _live(ex, store, _arm_once(lambda: tap.arm(path, status, body, count=count)))
@@ -72,9 +70,9 @@ def test_a_venue_try_again_reply_is_retried_without_losing_a_bar(protocol):
 @pytest.mark.parametrize("protocol", list(UNCLASSIFIED))
 def test_an_unclassified_venue_error_ends_the_feed_after_a_bounded_number_of_attempts(protocol):
     path, status, body = UNCLASSIFIED[protocol]
-    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1s",), history=100) as ex:
+    with fast_exchange(symbols=("BTC/USDT",), timeframes=("1s",), history=100) as ex:
         tap = RestTap(ex)
-        store = CCXTStore(protocol, config=ex.ccxt_config(), retry_delay=0.01, retries=10)
+        store = fast_store(ex, retry_delay=0.01, retries=10)
         strat = _live(
             ex, store, _arm_once(lambda: tap.arm(path, status, body, count=100)), live_bars=50
         )
@@ -89,8 +87,8 @@ def test_an_unclassified_venue_error_ends_the_feed_after_a_bounded_number_of_att
 
 @pytest.mark.parametrize("add_store", [False, True], ids=["adddata only", "with addstore"])
 def test_notify_store_hears_rate_limiting_once_per_429(add_store):
-    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1s",), history=100) as ex:
-        store = CCXTStore("binance", config=ex.ccxt_config(), retry_delay=0.01)
+    with fast_exchange(symbols=("BTC/USDT",), timeframes=("1s",), history=100) as ex:
+        store = fast_store(ex, retry_delay=0.01)
         arm = _arm_once(lambda: ex.faults.rest_errors("429", count=1, retry_after=0.2, path=KLINES))
         strat = _live(ex, store, arm, add_store=add_store)
         assert ex.faults.counts["rest_429"] == 1
@@ -105,9 +103,9 @@ def test_notify_store_hears_rate_limiting_once_per_429(add_store):
 
 
 def test_fetch_ohlcv_params_reach_every_candle_request():
-    with LocalExchange(symbols=("BTC/USDT",), timeframes=("1s",), history=2000) as ex:
+    with fast_exchange(symbols=("BTC/USDT",), timeframes=("1s",), history=2000) as ex:
         tap = RestTap(ex)
-        store = CCXTStore("binance", config=ex.ccxt_config())
+        store = fast_store(ex)
         strat = _live(
             ex,
             store,

@@ -5,9 +5,15 @@ from __future__ import annotations
 
 import backtrader as bt
 import pytest
-from feedtools import Recorder, assert_contiguous, expected_for
+from feedtools import (
+    Recorder,
+    assert_contiguous,
+    expected_for,
+    fast_exchange,
+    fast_store,
+    grace,
+)
 
-from backtrader_ccxt import CCXTStore
 from backtrader_ccxt import notifications as kinds
 from backtrader_ccxt.localexchange import LocalExchange
 
@@ -35,12 +41,19 @@ class Watcher(Recorder):
 
 @pytest.fixture
 def ex():
+    """On the fast clock (tests/feedtools.py)."""
+    with fast_exchange(symbols=SYMBOLS, timeframes=("1s",), history=300) as local:
+        yield local
+
+
+@pytest.fixture
+def real_ex():
     with LocalExchange(symbols=SYMBOLS, timeframes=("1s",), history=300) as local:
         yield local
 
 
 def run(ex, live_bars: int, act=None, **feed_kwargs):
-    store = CCXTStore("binance", config=ex.ccxt_config())
+    store = fast_store(ex)
     cerebro = bt.Cerebro(stdstats=False)
     for sym in SYMBOLS:
         cerebro.adddata(
@@ -48,7 +61,7 @@ def run(ex, live_bars: int, act=None, **feed_kwargs):
                 dataname=sym,
                 name=sym,
                 timeframe="1s",
-                poll_grace=0.3,
+                poll_grace=grace(ex, 0.3),
                 backfill_bars=5,
                 **WS,
                 **feed_kwargs,
@@ -65,7 +78,11 @@ def check_exact(ex, strat):
         assert bars == expected_for(ex, sym, "1s", bars)
 
 
-def test_an_old_connection_is_refreshed_without_a_lost_or_repeated_bar(ex):
+@pytest.mark.realtime
+def test_an_old_connection_is_refreshed_without_a_lost_or_repeated_bar(real_ex):
+    # Real time: the store's watchdog checks a connection's age once a real second (with the
+    # default stall timeout), so the refreshes in 7 bars depend on the real length of a bar
+    ex = real_ex
     store, strat = run(ex, live_bars=7, ws_max_connection_age=1.5)
     check_exact(ex, strat)
     assert store.stats["connection_refreshes"] >= 2

@@ -4,16 +4,28 @@ Every test runs on each protocol the local exchange speaks (Binance, OKX v5, Byb
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from datetime import timedelta
 
 import backtrader as bt
 import pytest
-from feedtools import CANDLES_PATH, EPOCH, PROTOCOLS, assert_contiguous, expected_for, run, truth
+from feedtools import (
+    CANDLES_PATH,
+    EPOCH,
+    PROTOCOLS,
+    assert_contiguous,
+    expected_for,
+    fast_exchange,
+    fast_store,
+    grace,
+    run,
+    speed_of,
+    truth,
+)
 
 from backtrader_ccxt import CCXTStore
-from backtrader_ccxt.localexchange import LocalExchange
 from backtrader_ccxt.venues import adapter_for
 
 WS = {"use_websocket": True, "ws_reconnect_delay": 0.05, "ws_max_reconnect_delay": 0.4}
@@ -31,20 +43,23 @@ def no_thread_outlives_its_store():
 
 @pytest.fixture(scope="module", params=PROTOCOLS)
 def ex(request):
-    with LocalExchange(
+    """The exchange on the fast clock (tests/feedtools.py says why 5x keeps these honest)."""
+    with fast_exchange(
         symbols=("BTC/USDT", "ETH/USDT"), timeframes=("1s",), history=600, protocol=request.param
     ) as ex:
         yield ex
 
 
 def store_for(ex, **kwargs) -> CCXTStore:
-    return CCXTStore(ex.protocol, config=ex.ccxt_config(), **kwargs)
+    return fast_store(ex, **kwargs)
 
 
-def add_feeds(cerebro, store, symbols, **kwargs):
+def add_feeds(cerebro, store, symbols, ex, **kwargs):
     for sym in symbols:
         cerebro.adddata(
-            store.getdata(dataname=sym, name=sym, timeframe="1s", poll_grace=0.2, **kwargs)
+            store.getdata(
+                dataname=sym, name=sym, timeframe="1s", poll_grace=grace(ex, 0.2), **kwargs
+            )
         )
 
 
@@ -58,7 +73,8 @@ def check_exact(ex, strat, symbols):
 class FaultDriver(threading.Thread):
     """Injects faults at random moments, some right at a candle's close, until stopped.
 
-    Waits on an Event with a timeout (a timer, not a synchronisation with our threads)."""
+    Waits on an Event with a timeout (a timer, not a synchronisation with our threads). The
+    moments are in exchange time, so a fast clock gets as many faults per candle."""
 
     def __init__(self, ex, action, seed: int, at_close_every: int = 2) -> None:
         super().__init__(name="fault-driver", daemon=True)
@@ -67,6 +83,7 @@ class FaultDriver(threading.Thread):
         self.at_close_every = at_close_every
         self.stop_event = threading.Event()
         self.fired = 0
+        self.speed = speed_of(ex)
 
     def run(self) -> None:
         while True:
@@ -76,7 +93,7 @@ class FaultDriver(threading.Thread):
                 delay = (1000 - now % 1000 + self.rng.uniform(-15, 15)) / 1000 + 0.6
             else:
                 delay = self.rng.uniform(0.3, 1.6)
-            if self.stop_event.wait(max(0.05, delay)):
+            if self.stop_event.wait(max(0.05, delay) / self.speed):
                 return
             self.action(self.rng)
             self.fired += 1
@@ -99,7 +116,12 @@ def test_healthy_stream_spends_no_rest_quota_after_backfill(ex):
     for sym in symbols:
         cerebro.adddata(
             store.getdata(
-                dataname=sym, name=sym, timeframe="1s", poll_grace=0.6, backfill_bars=10, **WS
+                dataname=sym,
+                name=sym,
+                timeframe="1s",
+                poll_grace=grace(ex, 0.6),
+                backfill_bars=10,
+                **WS,
             )
         )
     marks = {}
@@ -126,7 +148,7 @@ def test_reconnects_at_random_moments_lose_and_duplicate_nothing(ex):
     symbols = ["BTC/USDT", "ETH/USDT"]
     store = store_for(ex)
     cerebro = bt.Cerebro(stdstats=False)
-    add_feeds(cerebro, store, symbols, backfill_bars=5, **WS)
+    add_feeds(cerebro, store, symbols, ex, backfill_bars=5, **WS)
     drops_before = ex.faults.counts["drop"]
 
     def drop(rng):
@@ -152,7 +174,7 @@ def test_skipped_finals_with_drops_deliver_final_values(ex):
     symbols = ["BTC/USDT", "ETH/USDT"]
     store = store_for(ex)
     cerebro = bt.Cerebro(stdstats=False)
-    add_feeds(cerebro, store, symbols, backfill_bars=5, **WS)
+    add_feeds(cerebro, store, symbols, ex, backfill_bars=5, **WS)
     skipped_before = ex.faults.counts["skip_final"]
 
     def fault(rng):
@@ -170,7 +192,7 @@ def test_bad_frames_are_survived(ex):
     symbols = ["BTC/USDT"]
     store = store_for(ex)
     cerebro = bt.Cerebro(stdstats=False)
-    add_feeds(cerebro, store, symbols, backfill_bars=5, **WS)
+    add_feeds(cerebro, store, symbols, ex, backfill_bars=5, **WS)
     before = ex.faults.counts
 
     def fault(rng):
@@ -194,16 +216,21 @@ def test_stall_is_detected_and_missed_bars_filled(ex):
     symbols = ["BTC/USDT"]
     store = store_for(ex)
     cerebro = bt.Cerebro(stdstats=False)
-    add_feeds(cerebro, store, symbols, backfill_bars=5, ws_stall_timeout=0.8, **WS)
+    add_feeds(cerebro, store, symbols, ex, backfill_bars=5, ws_stall_timeout=0.8, **WS)
     stalls_before = ex.faults.counts["stall"]
     fired = []
+    # 2.5 REAL seconds of silence against a 0.8 s watchdog: the transport's stall watchdog
+    # runs on real time (a silent socket is silent in real seconds). On a fast clock more
+    # candles close in the stall (filled over REST, CONNBROKEN meanwhile): the run lasts as
+    # many more bars, so that the stream is seen LIVE again after it, as at real speed.
+    stall_exchange_s = 2.5 * speed_of(ex)
 
     def on_bar(strat, data):
         if not fired and strat.live_counts[data._name] == 2:
             fired.append(True)
-            ex.faults.stall(2.5)
+            ex.faults.stall(stall_exchange_s)
 
-    strat = run(cerebro, live_bars=8, on_bar=on_bar)
+    strat = run(cerebro, live_bars=8 + math.ceil(stall_exchange_s - 2.5), on_bar=on_bar)
     assert ex.faults.counts["stall"] == stalls_before + 1
     assert store.stats["stalls"] >= 1
     check_exact(ex, strat, symbols)
@@ -214,10 +241,10 @@ def test_stall_is_detected_and_missed_bars_filled(ex):
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_many_feeds_share_one_connection(protocol):
     symbols = ["BTC/USDT", "ETH/USDT"] + [f"S{i:02d}/USDT" for i in range(22)]
-    with LocalExchange(symbols=symbols, timeframes=("1s",), history=100, protocol=protocol) as ex:
+    with fast_exchange(symbols=symbols, timeframes=("1s",), history=100, protocol=protocol) as ex:
         store = store_for(ex)
         cerebro = bt.Cerebro(stdstats=False)
-        add_feeds(cerebro, store, symbols, backfill_bars=3, **WS)
+        add_feeds(cerebro, store, symbols, ex, backfill_bars=3, **WS)
         strat = run(cerebro, live_bars=3)
         check_exact(ex, strat, symbols)
         snap = ex.stats.snapshot()
@@ -250,7 +277,7 @@ def test_three_modes_deliver_identical_bars(ex):
                 timeframe="1s",
                 fromdate=fromdate,
                 todate=todate,
-                poll_grace=0.2,
+                poll_grace=grace(ex, 0.2),
                 **kwargs,
             )
         )
@@ -279,9 +306,9 @@ class _FatalStreamStore(CCXTStore):
 
 
 def test_a_fatal_stream_error_ends_the_feed_with_a_clear_notification(ex):
-    store = _FatalStreamStore(ex.protocol, config=ex.ccxt_config())
+    store = fast_store(ex, _FatalStreamStore)
     cerebro = bt.Cerebro(stdstats=False)
-    add_feeds(cerebro, store, ["BTC/USDT"], backfill_bars=4, **WS)
+    add_feeds(cerebro, store, ["BTC/USDT"], ex, backfill_bars=4, **WS)
     messages = []
 
     class Watch(bt.Strategy):
@@ -314,9 +341,9 @@ class _FlakyStreamStore(CCXTStore):
 
 
 def test_a_raw_socket_error_is_retried_not_fatal(ex):
-    store = _FlakyStreamStore(ex.protocol, config=ex.ccxt_config())
+    store = fast_store(ex, _FlakyStreamStore)
     cerebro = bt.Cerebro(stdstats=False)
-    add_feeds(cerebro, store, ["ETH/USDT"], backfill_bars=4, **WS)
+    add_feeds(cerebro, store, ["ETH/USDT"], ex, backfill_bars=4, **WS)
     strat = run(cerebro, live_bars=3)
     check_exact(ex, strat, ["ETH/USDT"])
     assert store.stats["reconnects"] >= 2
@@ -329,7 +356,7 @@ def test_a_backfill_that_fails_is_retried_before_any_streamed_bar(ex):
     store = store_for(ex, retries=0)
     ex.faults.rest_errors("5xx", count=2, path=CANDLES_PATH[ex.protocol])
     cerebro = bt.Cerebro(stdstats=False)
-    add_feeds(cerebro, store, ["BTC/USDT"], backfill_bars=20, **WS)
+    add_feeds(cerebro, store, ["BTC/USDT"], ex, backfill_bars=20, **WS)
     strat = run(cerebro, live_bars=2)
     bars = strat.bars["BTC/USDT"]
     assert strat.seam["BTC/USDT"] >= 20  # the history came first, all of it
@@ -342,7 +369,7 @@ def test_a_backfill_that_fails_is_retried_before_any_streamed_bar(ex):
 def test_two_timeframes_of_one_symbol_get_only_their_own_candles(protocol):
     """One store, one symbol, 1s and 3s: each feed receives its own timeframe's candles only
     (ccxt.pro keys some venues' OHLC messages by symbol alone; the tap routes by timeframe)."""
-    with LocalExchange(
+    with fast_exchange(
         symbols=("ETH/USDT",), timeframes=("1s", "3s"), history=200, protocol=protocol
     ) as ex:
         store = store_for(ex)
@@ -354,7 +381,7 @@ def test_two_timeframes_of_one_symbol_get_only_their_own_candles(protocol):
                     name=tf,
                     timeframe=tf,
                     backfill_bars=3,
-                    poll_grace=0.3,
+                    poll_grace=grace(ex, 0.3),
                     **WS,
                 )  # fmt: skip
             )

@@ -216,6 +216,30 @@ def test_until_inside_or_at_the_end_of_a_page(until_index):
     assert pager.pages == math.ceil(until_index / 10)
 
 
+def test_a_late_answer_showing_a_candle_past_until_still_owes_the_last_one():
+    """The request left while the last candle before ``until`` was forming; the venue
+    answered (or ccxt's rate limiter sent it) after ``until``, so the page also lists the
+    candle at ``until``. The forming row is held back and the walk ends short of ``until``,
+    so the next poll takes the last candle (it skipped to ``until`` and lost it before)."""
+    rows = make_rows(M1, T0, 12)
+    until = T0 + 10 * MIN  # the last wanted candle opens at T0 + 9 min
+    pager = Paginator(M1, T0 + 8 * MIN, 1000, until_ms=until)
+    sent_at = T0 + 9 * MIN + 30_000  # candle 9 still forming when the request left
+    bars = pager.accept(rows[8:11], sent_at)  # served at T0 + 10 min: candle 10 listed
+    assert [b.row() for b in bars] == rows[8:9]
+    assert pager.done and pager.cursor == T0 + 9 * MIN
+    later = Paginator(M1, pager.cursor, 1000, until_ms=until)
+    assert [b.row() for b in later.accept(rows[9:12], until + 1)] == rows[9:10]
+    assert later.cursor == until
+
+
+def test_a_page_with_nothing_before_until_but_a_candle_past_it_ends_the_walk_at_until():
+    rows = make_rows(M1, T0, 12)
+    pager = Paginator(M1, T0 + 9 * MIN, 1000, until_ms=T0 + 10 * MIN)
+    assert pager.accept(rows[10:12], T0 + 12 * MIN) == []  # candle 9 omitted by the venue
+    assert pager.done and pager.cursor == T0 + 10 * MIN
+
+
 @pytest.mark.parametrize("bounded", [True, False])
 def test_history_that_starts_after_since(bounded):
     listing = T0 + 2500 * MIN
