@@ -456,30 +456,32 @@ class StreamManager:
     # -- loop thread: workers --------------------------------------------------------------
 
     async def _poll_worker(self, sub: _Subscription) -> None:
+        """The threaded candle feed: :class:`PollingMachine` on the loop."""
         machine = PollingMachine(sub.spec)
         target = self._target(sub.spec)
         clock = self._store.clock
         exchange = self._rest_exchange()
-        while True:
-            while machine.outbox:
-                sub.emit(machine.outbox.popleft())
-            now = clock.safe_now_ms()
-            action = machine.next_action(now)
-            if action is None:
-                while machine.outbox:
-                    sub.emit(machine.outbox.popleft())
-                return
-            if isinstance(action, Page):
-                self.stats["rest_calls"] += 1
-                await _fetch(exchange, target, action, machine, clock, now)
-            else:
-                await asyncio.sleep(clock.seconds_until(action + clock.margin_ms))
+
+        async def fetch(page: Page, now: int) -> None:
+            self.stats["rest_calls"] += 1
+            await _fetch(exchange, target, page, machine, clock, now)
+
+        await self._drive_poller(sub, machine, Page, fetch)
 
     async def _tick_poll_worker(self, sub: _Subscription) -> None:
         """The threaded tick feed: :class:`TradePollingMachine` on the loop."""
         machine = TradePollingMachine(sub.spec, self.stats)
-        clock = self._store.clock
         exchange = self._rest_exchange()
+
+        async def fetch(request: TradeRequest, now: int) -> None:
+            await self._fetch_trades(exchange, sub.spec, request, machine, now)
+
+        await self._drive_poller(sub, machine, TradeRequest, fetch)
+
+    async def _drive_poller(self, sub: _Subscription, machine, request_type, fetch) -> None:
+        """Run a polling machine: do the requests it asks for, sleep until the times it
+        names, post what it produces, until it is finished."""
+        clock = self._store.clock
         while True:
             while machine.outbox:
                 sub.emit(machine.outbox.popleft())
@@ -489,8 +491,8 @@ class StreamManager:
                 while machine.outbox:
                     sub.emit(machine.outbox.popleft())
                 return
-            if isinstance(action, TradeRequest):
-                await self._fetch_trades(exchange, sub.spec, action, machine, now)
+            if isinstance(action, request_type):
+                await fetch(action, now)
             else:
                 await asyncio.sleep(clock.seconds_until(action + clock.margin_ms))
 

@@ -586,16 +586,7 @@ class BinancePrivate:
         from_id = self._opt_int(params, "orderId")
         start, end = self._window(params)
         orders = self.desk.ledger.orders(account, symbol)
-        if from_id is not None:
-            return [o for o in orders if o.order_id >= from_id][:limit]
-        if start is not None or end is not None:
-            orders = [
-                o
-                for o in orders
-                if (start is None or o.time >= start) and (end is None or o.time <= end)
-            ]
-            return orders[:limit] if start is not None else orders[-limit:]
-        return orders[-limit:]
+        return _page(orders, lambda o: o.order_id, from_id, start, end, limit)
 
     def _my_trades(self, account: Account, params: dict) -> list:
         symbol = self._symbol(params)
@@ -606,16 +597,7 @@ class BinancePrivate:
         fills = self.desk.ledger.fills(account, symbol)
         if order_id is not None:
             fills = [f for f in fills if f.order_id == order_id]
-        if from_id is not None:
-            return [f for f in fills if f.trade_id >= from_id][:limit]
-        if start is not None or end is not None:
-            fills = [
-                f
-                for f in fills
-                if (start is None or f.time >= start) and (end is None or f.time <= end)
-            ]
-            return fills[:limit] if start is not None else fills[-limit:]
-        return fills[-limit:]
+        return _page(fills, lambda f: f.trade_id, from_id, start, end, limit)
 
     # -- listenKey --------------------------------------------------------------------------
 
@@ -844,3 +826,19 @@ def _ws_str(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _page(items: list, id_of, from_id, start, end, limit: int) -> list:
+    """Binance's paging of allOrders and myTrades: from an id onwards; else the first
+    ``limit`` from ``startTime`` (within ``endTime``), or the last ``limit`` before
+    ``endTime``; else the newest ``limit``."""
+    if from_id is not None:
+        return [x for x in items if id_of(x) >= from_id][:limit]
+    if start is not None or end is not None:
+        items = [
+            x
+            for x in items
+            if (start is None or x.time >= start) and (end is None or x.time <= end)
+        ]
+        return items[:limit] if start is not None else items[-limit:]
+    return items[-limit:]
