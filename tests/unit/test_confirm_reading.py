@@ -46,7 +46,7 @@ def setup(due: int):
     tap = FrameTap(ex, adapter_for("binance"), lambda *a: None)
     tap.watch("BTC/USDT", "1m")
     client = SimpleNamespace(url=URL, resolve=lambda *a, **k: None)
-    ex.clients[URL] = client
+    ex.clients = {URL: client}  # its own dict: ccxt's class-level default is shared
     ex.handle_ohlcv(client, kline(due - 400))  # read only to 400 ms before the due time
     spec = FeedSpec(symbol="BTC/USDT", tf=M1, since_ms=0, page_limit=1000, grace_ms=1000)
     sub = _Subscription(spec, "stream")

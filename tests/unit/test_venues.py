@@ -234,7 +234,7 @@ def test_the_tap_knows_how_far_each_connection_has_been_read():
     tap.watch("BTC/USDT", "1m")
     url = "wss://stream.binance.com:9443/stream"
     client = SimpleNamespace(url=url, resolve=lambda *a, **k: None)
-    ex.clients[url] = client
+    ex.clients = {url: client}  # its own dict: ccxt's class-level default is shared
 
     def kline(sent: int) -> dict:
         k = {"t": 60_000, "T": 119_999, "s": "BTCUSDT", "i": "1m", "o": "1", "h": "2"}
