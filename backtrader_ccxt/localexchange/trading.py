@@ -77,37 +77,40 @@ class TradingDesk:
 
     def place(self, account: Account, req: OrderRequest, request: dict) -> Order:
         """Book an order (raises ``Rejected``); ``request`` is recorded as accepted."""
-        self.sync()
-        try:
-            order, events = self.engine.place(account, req, self.now_ms())
-        except Exception:
-            if self.stats is not None:
-                self.stats.orders_rejected += 1
-            raise
-        if self.stats is not None:
-            self.stats.orders_accepted += 1
-        self.ledger.add_create(account, {**request, "orderId": order.order_id})
-        self.publish(events)
-        self._arm()
-        return order
+        return self._book(
+            account,
+            request,
+            lambda now: self.engine.place(account, req, now),
+            lambda order: {"orderId": order.order_id},
+        )
 
     def place_oco(
         self, account: Account, above: OrderRequest, below: OrderRequest, cid: str, request: dict
     ) -> OrderList:
         """Book an OCO (raises ``Rejected``); ``request`` is recorded as accepted."""
+        return self._book(
+            account,
+            request,
+            lambda now: self.engine.place_oco(account, above, below, cid, now),
+            lambda order_list: {"orderListId": order_list.list_id},
+        )
+
+    def _book(self, account: Account, request: dict, place, ids):
+        """Match up to now, ``place(now) -> (booked, events)``, count it, record the accepted
+        request with ``ids(booked)``, then publish the events."""
         self.sync()
         try:
-            order_list, events = self.engine.place_oco(account, above, below, cid, self.now_ms())
+            booked, events = place(self.now_ms())
         except Exception:
             if self.stats is not None:
                 self.stats.orders_rejected += 1
             raise
         if self.stats is not None:
             self.stats.orders_accepted += 1
-        self.ledger.add_create(account, {**request, "orderListId": order_list.list_id})
+        self.ledger.add_create(account, {**request, **ids(booked)})
         self.publish(events)
         self._arm()
-        return order_list
+        return booked
 
     def cancel_list(self, account: Account, symbol: str, **kw) -> OrderList:
         self.sync()
