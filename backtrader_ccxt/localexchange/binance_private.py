@@ -486,15 +486,7 @@ class BinancePrivate:
         snap = order.snapshot()
         out = {
             **ack,
-            "price": snap["price"],
-            "origQty": snap["origQty"],
-            "executedQty": snap["executedQty"],
-            "origQuoteOrderQty": snap["origQuoteOrderQty"],
-            "cummulativeQuoteQty": snap["cummulativeQuoteQty"],
-            "status": snap["status"],
-            "timeInForce": snap["timeInForce"],
-            "type": snap["type"],
-            "side": snap["side"],
+            **_order_state(snap),
             "workingTime": snap["workingTime"],
             "selfTradePreventionMode": "EXPIRE_MAKER",
         }
@@ -561,15 +553,7 @@ class BinancePrivate:
             "orderListId": order.list_id,
             "clientOrderId": cancel_id,
             "transactTime": order.update_time,
-            "price": snap["price"],
-            "origQty": snap["origQty"],
-            "executedQty": snap["executedQty"],
-            "origQuoteOrderQty": snap["origQuoteOrderQty"],
-            "cummulativeQuoteQty": snap["cummulativeQuoteQty"],
-            "status": snap["status"],
-            "timeInForce": snap["timeInForce"],
-            "type": snap["type"],
-            "side": snap["side"],
+            **_order_state(snap),
             "selfTradePreventionMode": "EXPIRE_MAKER",
             **({"stopPrice": snap["stopPrice"]} if order.stop_price is not None else {}),
         }
@@ -842,3 +826,21 @@ def _page(items: list, id_of, from_id, start, end, limit: int) -> list:
         ]
         return items[:limit] if start is not None else items[-limit:]
     return items[-limit:]
+
+
+_STATE_KEYS = (
+    "price",
+    "origQty",
+    "executedQty",
+    "origQuoteOrderQty",
+    "cummulativeQuoteQty",
+    "status",
+    "timeInForce",
+    "type",
+    "side",
+)
+
+
+def _order_state(snap: dict) -> dict:
+    """The fields of an order's state that its create and cancel answers repeat."""
+    return {k: snap[k] for k in _STATE_KEYS}
