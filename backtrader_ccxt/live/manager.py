@@ -357,6 +357,8 @@ class StreamManager:
 
     def _drop(self, sub: _Subscription) -> None:
         sub.finished = True
+        if isinstance(sub.machine, StreamMachine):
+            sub.machine.stop()  # no longer one of the feeds sharing the final-lag estimate
         if sub.task is not None:
             sub.task.cancel()
         subs = self._routes.get(sub.key)

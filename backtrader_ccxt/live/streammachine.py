@@ -522,6 +522,12 @@ class StreamMachine:
             self.live = False
             self.outbox.append(Status("CONNBROKEN", reason))
 
+    def stop(self) -> None:
+        """The feed was dropped: done, without a status (nobody reads it any more)."""
+        if self.phase != "done":
+            self.phase = "done"
+            self._lag.leave(self.tf.ms)
+
     def _finish(self, why: str, fatal: bool = False) -> None:
         if self.phase == "done":
             return

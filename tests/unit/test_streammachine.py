@@ -601,3 +601,12 @@ def test_a_single_feed_confirms_at_its_due_time_as_before():
     h.run_until(close(6) + GRACE)
     check_exact(h, 6)
     assert len(h.pages) == 1
+
+
+def test_a_dropped_peer_no_longer_counts():
+    a, b = _peers(2)
+    b.m.stop()
+    a.at(close(5), fin(5))
+    a.run_until(close(6) + GRACE)  # alone again: confirmed at its due time
+    check_exact(a, 6)
+    assert len(a.pages) == 1
