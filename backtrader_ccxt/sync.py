@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Protocol
 
-__all__ = ["Member", "Turns", "turns_for"]
+__all__ = ["Delivery", "Member", "Turns", "delivery_for", "turns_for"]
 
 
 class Member(Protocol):
@@ -67,7 +67,35 @@ class Turns:
         return close_ms == self.turn_ms
 
 
+class Delivery:
+    """Whether a CCXT feed of one cerebro delivered a bar in the current turn of its loop.
+
+    ``enter(member)`` is called from each feed's ``next()`` without a master; a feed entering
+    twice means a new turn has begun. A feed that would wait in ``_load`` for its own bar
+    does not wait once ``delivered`` is set: cerebro can run the strategy on the bar it has
+    now, and the waiting feed's bar comes in a later turn. (backtrader itself skips the wait
+    only when a feed holds a bar when the turn starts, not when one arrives during it.)
+    """
+
+    __slots__ = ("_seen", "delivered")
+
+    def __init__(self) -> None:
+        self._seen: set[int] = set()
+        self.delivered = False
+
+    def enter(self, member: object) -> bool:
+        """Count ``member``'s first pass of a turn; True if it began a new turn."""
+        key = id(member)
+        new = key in self._seen
+        if new:
+            self._seen.clear()
+            self.delivered = False
+        self._seen.add(key)
+        return new
+
+
 _TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_DELIVERY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def turns_for(env) -> Turns:
@@ -76,3 +104,13 @@ def turns_for(env) -> Turns:
     if turns is None:
         turns = _TURNS[env] = Turns()
     return turns
+
+
+def delivery_for(env) -> Delivery:
+    """The :class:`Delivery` of a cerebro (a private one outside a cerebro)."""
+    if env is None:
+        return Delivery()
+    delivery = _DELIVERY.get(env)
+    if delivery is None:
+        delivery = _DELIVERY[env] = Delivery()
+    return delivery

@@ -8,6 +8,7 @@ threads (the local exchange's server thread, ccxt.pro's loop, backtrader's threa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -333,6 +334,135 @@ class Floor(threading.Thread):
         if loop is not None and task is not None and not loop.is_closed():
             loop.call_soon_threadsafe(task.cancel)
         self.join(10)
+
+
+# -- the exchange and the floor in processes of their own ----------------------------------
+
+
+def _exchange_child(conn, kwargs: dict) -> None:
+    """Child process: a LocalExchange with its Emissions, answering the parent over a pipe."""
+    from backtrader_ccxt.localexchange import LocalExchange
+
+    with LocalExchange(**kwargs) as ex:
+        emitted = Emissions(ex).times
+        conn.send({"config": ex.ccxt_config(), "protocol": ex.protocol})
+        while True:
+            cmd, args = conn.recv()
+            if cmd == "stop":
+                conn.send(None)
+                return
+            if cmd == "stats":
+                snap = ex.stats.snapshot()
+                snap.pop("rest_log", None)
+                conn.send(snap)
+            elif cmd == "candles":
+                conn.send([list(map(float, r)) for r in ex.candles(*args)])
+            elif cmd == "emitted":
+                conn.send(dict(emitted))
+            elif cmd == "cpu":
+                conn.send(process_cpu())
+
+
+def _floor_child(conn, args: tuple, kwargs: dict) -> None:
+    """Child process: a Floor; ``stop`` answers with its stamps and counts."""
+    floor = Floor(*args, **kwargs)
+    floor.start()
+    conn.send(floor.ready.wait(60))
+    while True:
+        cmd, _ = conn.recv()
+        if cmd == "cpu":
+            conn.send(process_cpu())
+        elif cmd == "stop":
+            floor.stop()
+            conn.send({"finals": floor.finals, "closed": floor.closed, "connects": floor.connects})
+            return
+
+
+class _Child:
+    """A bench-side process (spawned, so that it has an interpreter and a GIL of its own)
+    driven by request/answer over a pipe."""
+
+    def __init__(self, target, *args) -> None:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=target, args=(child, *args), daemon=True)
+        self._proc.start()
+        self._lock = threading.Lock()
+
+    def ask(self, cmd: str, *args, timeout: float = 120.0):
+        with self._lock:
+            self._conn.send((cmd, args))
+            if not self._conn.poll(timeout):
+                raise RuntimeError(f"bench child gave no answer to {cmd!r} in {timeout:g} s")
+            return self._conn.recv()
+
+    def first(self, timeout: float = 120.0):
+        if not self._conn.poll(timeout):
+            raise RuntimeError("bench child did not start")
+        return self._conn.recv()
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            with contextlib.suppress(Exception):
+                self.ask("stop", timeout=30)
+            self._proc.join(30)
+            if self._proc.is_alive():
+                self._proc.kill()
+
+
+class ExchangeProcess(_Child):
+    """The local exchange in a process of its own: the plugin's process then holds only what
+    a user's would (the store's loop and backtrader), as against a remote venue. Offers the
+    parts of LocalExchange the benchmarks read: ``ccxt_config()``, ``protocol``,
+    ``stats_snapshot()``, ``candles()``, ``emitted()`` (Emissions.times) and ``cpu()``."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(_exchange_child, kwargs)
+        hello = self.first()
+        self._config, self.protocol = hello["config"], hello["protocol"]
+
+    def ccxt_config(self) -> dict:
+        return dict(self._config)
+
+    def stats_snapshot(self) -> dict:
+        return self.ask("stats")
+
+    def candles(self, symbol: str, timeframe: str, since_ms: int, until_ms: int) -> list:
+        return self.ask("candles", symbol, timeframe, since_ms, until_ms)
+
+    def emitted(self) -> dict:
+        return self.ask("emitted")
+
+    def cpu(self) -> float:
+        return self.ask("cpu")
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class FloorProcess(_Child):
+    """A Floor (same arguments) in a process of its own; ``stop()`` fetches its stamps into
+    ``finals``/``closed``/``connects`` as the thread version has them."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(_floor_child, args, kwargs)
+        self.finals: dict = {}
+        self.closed: dict = {}
+        self.connects = 0
+        self.ready_ok = bool(self.first())
+
+    def cpu(self) -> float:
+        return self.ask("cpu")
+
+    def stop(self) -> None:
+        got = self.ask("stop")
+        self.finals, self.closed, self.connects = got["finals"], got["closed"], got["connects"]
+        self._proc.join(30)
 
 
 # -- the probe strategy -----------------------------------------------------------------------

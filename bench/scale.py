@@ -73,11 +73,55 @@ def symbols_for(n: int) -> list[str]:
     return (base + [f"S{i:03d}/USDT" for i in range(1, n + 1)])[:n]
 
 
-class Window:
-    """Snapshots at LIVE and at the stop: wall, process CPU, per-thread CPU, exchange stats."""
+class InProcess:
+    """The earlier layout (``--one-process``): the local exchange and the floor threads of the
+    plugin's own process, sharing its GIL. Same interface as benchlib.ExchangeProcess."""
 
-    def __init__(self, ex, store) -> None:
-        self.ex, self.store = ex, store
+    def __init__(self, **kwargs) -> None:
+        self.ex = LocalExchange(**kwargs)
+        self.ex.__enter__()
+        self.protocol = self.ex.protocol
+        self._emitted = bl.Emissions(self.ex).times
+
+    def ccxt_config(self) -> dict:
+        return self.ex.ccxt_config()
+
+    def stats_snapshot(self) -> dict:
+        return self.ex.stats.snapshot()
+
+    def candles(self, *args) -> list:
+        return self.ex.candles(*args)
+
+    def emitted(self) -> dict:
+        return self._emitted
+
+    def cpu(self) -> float:
+        return bl.thread_cpu().get(self.ex._thread.native_id, 0.0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.ex.__exit__(*exc)
+
+
+class FloorThread(bl.Floor):
+    """The floor as a thread of this process (``--one-process``)."""
+
+    def start(self) -> None:
+        super().start()
+        self.ready_ok = self.ready.wait(60)
+
+    def cpu(self) -> float:
+        return bl.thread_cpu().get(self.native_id, 0.0)
+
+
+class Window:
+    """Snapshots at LIVE and at the stop: wall, CPU (this process, its threads, the exchange
+    and the floor wherever they run), exchange stats."""
+
+    def __init__(self, ex, store, floor) -> None:
+        self.ex, self.store, self.floor = ex, store, floor
         self.start: dict | None = None
         self.end: dict | None = None
 
@@ -86,7 +130,9 @@ class Window:
             "t": time.time(),
             "cpu": bl.process_cpu(),
             "threads": bl.thread_cpu(),
-            "ex": self.ex.stats.snapshot(),
+            "ex_cpu": self.ex.cpu(),
+            "floor_cpu": self.floor.cpu(),
+            "ex": self.ex.stats_snapshot(),
             "store": dict(self.store.stats),
         }
 
@@ -108,16 +154,18 @@ def apply_variant(name: str):
         yield
 
 
-def run_size(ex, emitted, n: int, seconds: float, variant_name: str) -> dict:
+def run_size(ex, n: int, seconds: float, variant_name: str, one_process: bool) -> dict:
     syms = symbols_for(n)
     # the floor's bare watch loop re-arms over all N streams per frame: past 200 symbols it
-    # costs most of a core and starves the process, so there the floor only subscribes
-    floor = bl.Floor(ex.ccxt_config(), syms, exchange_id=ex.protocol, watch=n <= 200)
-    floor.start()
-    if not floor.ready.wait(30):
+    # costs most of a core, so there the floor only subscribes
+    floor_cls = FloorThread if one_process else bl.FloorProcess
+    floor = floor_cls(ex.ccxt_config(), syms, exchange_id=ex.protocol, watch=n <= 200)
+    if one_process:
+        floor.start()
+    if not floor.ready_ok:
         raise RuntimeError("the floor never connected")
     store = CCXTStore(ex.protocol, config=ex.ccxt_config())
-    win = Window(ex, store)
+    win = Window(ex, store, floor)
     cerebro = bt.Cerebro(stdstats=False)
     for s in syms:
         cerebro.adddata(
@@ -135,14 +183,15 @@ def run_size(ex, emitted, n: int, seconds: float, variant_name: str) -> dict:
         win.end = win.snap()
 
     cerebro.addstrategy(bl.Probe, keep_values=True, on_live=on_live, on_stop=on_stop)
-    before = ex.stats.snapshot()
+    before = ex.stats_snapshot()
     t0 = time.time()
     try:
         with apply_variant(variant_name), queue_stamps() as queued_at:
             strat = cerebro.run()[0]
-        after = ex.stats.snapshot()
+        after = ex.stats_snapshot()
     finally:
         floor.stop()
+    emitted = ex.emitted()
     assert win.start is not None and win.end is not None, "the run never went live"
     t_live, t_end = win.start["t"], win.end["t"]
     wall = t_end - t_live
@@ -191,7 +240,6 @@ def run_size(ex, emitted, n: int, seconds: float, variant_name: str) -> dict:
         return sum(t1s.get(t, 0.0) - t0s.get(t, 0.0) for t in tids) / wall * 100
 
     main_tid = threading.main_thread().native_id
-    server_tid = ex._thread.native_id
     proc = (win.end["cpu"] - win.start["cpu"]) / wall * 100
     ex0, ex1 = win.start["ex"], win.end["ex"]
     st0, st1 = win.start["store"], win.end["store"]
@@ -203,8 +251,9 @@ def run_size(ex, emitted, n: int, seconds: float, variant_name: str) -> dict:
         "cpu_backtrader": share([main_tid]),
         "cpu_loop": share(loop_tids),
         "cpu_plugin": share([main_tid, *loop_tids]),
-        "cpu_server": share([server_tid]),
-        "cpu_floor": share([floor.native_id]),
+        "cpu_server": (win.end["ex_cpu"] - win.start["ex_cpu"]) / wall * 100,
+        "cpu_floor": (win.end["floor_cpu"] - win.start["floor_cpu"]) / wall * 100,
+        "layout": "one process" if one_process else "exchange and floor in own processes",
         "lag": bl.summary(lag),
         "floor_frame_lag": bl.summary(frame),
         "floor_watch_lag": bl.summary(watch),
@@ -245,24 +294,32 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--protocol", default="binance", choices=("binance", "okx", "bybit"))
+    ap.add_argument(
+        "--one-process",
+        action="store_true",
+        help="the earlier layout: local exchange and floor as threads of the plugin's process "
+        "(one GIL for all); by default each runs in a process of its own",
+    )
     args = ap.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",")]
     seconds = args.seconds or (6.0 if args.quick else 25.0)
     bl.print_machine()
+    layout = "one process" if args.one_process else "exchange and floor in processes of their own"
     print(
-        f"scale: sizes {sizes}, {seconds:g} s live each, WebSocket mode, 1s bars, {args.protocol}"
+        f"scale: sizes {sizes}, {seconds:g} s live each, WebSocket mode, 1s bars, "
+        f"{args.protocol}, {layout}"
     )
 
     results: dict[str, list[dict]] = {"as shipped": []}
     if args.what_if:
         results["no closed flag"] = []
-    with LocalExchange(
+    side = InProcess if args.one_process else bl.ExchangeProcess
+    with side(
         symbols=symbols_for(max(sizes)), timeframes=("1s",), history=300, protocol=args.protocol
     ) as ex:
-        emitted = bl.Emissions(ex).times
         for n in sizes:
             for variant, out in results.items():
-                r = run_size(ex, emitted, n, seconds, variant)
+                r = run_size(ex, n, seconds, variant, args.one_process)
                 out.append(r)
                 print(
                     f"  {variant} {n} symbols: live after {r['startup_s']:.1f} s, "

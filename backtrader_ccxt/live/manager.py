@@ -1,9 +1,9 @@
 """The store's background manager: the thin driver of threaded polling and WebSocket feeds.
 
 The boundary: backtrader's thread calls :meth:`StreamManager.subscribe` and reads a
-:class:`QueueSource` (a ``queue.Queue`` of immutable :class:`~..bars.Bar` /
-:class:`~..bars.Status` items); everything else runs on the loop thread, which owns the
-ccxt.pro instance(s). Nothing else crosses.
+:class:`QueueSource` (a queue of immutable :class:`~..bars.Bar` / :class:`~..bars.Status`
+items, guarded by the :class:`Doorbell` the feeds of one cerebro share); everything else runs
+on the loop thread, which owns the ccxt.pro instance(s). Nothing else crosses.
 
 Here only I/O is driven; the rules live elsewhere. A threaded feed runs a
 :class:`~.polling.PollingMachine`; a WebSocket feed runs a
@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
 import threading
+import time
+import weakref
 from collections import deque
 
 from ..bars import Bar, Status
@@ -43,7 +44,7 @@ from .transport import TransportSettings, WatchGroup
 
 log = logging.getLogger(__name__)
 
-__all__ = ["QueueSource", "StreamManager"]
+__all__ = ["Doorbell", "QueueSource", "StreamManager", "doorbell_for"]
 
 _YIELDS_BEFORE_REST = 3  # loop turns a clock-woken stream worker gives ccxt's readers first
 _READ_WAIT_MS = 5000  # a connection read nothing for this (a quarter bar, at least 1 s): quiet
@@ -51,16 +52,102 @@ _READ_WAIT_MS = 5000  # a connection read nothing for this (a quarter bar, at le
 KINDS = ("stream", "poll", "tickstream", "tickpoll")
 
 
-class _Subscription:
-    """One feed's subscription. ``out`` is the only object both threads touch."""
+class Doorbell:
+    """The thread boundary of the feeds of one cerebro: their queues and one condition.
 
-    def __init__(self, spec: FeedSpec | TradeSpec, kind: str) -> None:
+    The loop thread rings it with every item it queues for any of them. Two rules use it, on
+    backtrader's thread:
+
+    * a feed that waits in ``_load`` for its own next bar stops waiting as soon as a sibling
+      has one queued: cerebro delivers the sibling's bar in this turn of its loop, the waiting
+      feed's own bar comes in a later one (without it the first feed of a turn waits out its
+      ``qcheck``, 0.5 s, while the bars of the others, already here, wait behind it);
+    * while a burst of bars is arriving (the closes of many symbols, one frame after another)
+      a turn waits for it to end: until every candle feed has an item, no bar came for
+      ``quiet`` seconds (:attr:`QUIET`), or ``limit`` (:attr:`LIMIT`) passed (:meth:`settle`). One turn then delivers
+      the burst, instead of a turn per few bars, each a pass of backtrader over every feed,
+      taking the interpreter from the loop thread that is still reading the rest.
+
+    ``queued`` counts the items in the members' queues that their feeds have not taken,
+    ``filled`` the candle feeds whose queue holds one; they and the queues are guarded by
+    ``cond``'s lock. Tick feeds count in ``queued`` only: trades are a stream, not bursts.
+    """
+
+    QUIET = 0.003  # s without a new bar that ends a burst
+    LIMIT = 0.25  # s: the longest a burst holds a turn back
+
+    __slots__ = (
+        "cond", "queued", "members", "filled", "rung_at", "quiet", "limit", "_settling",
+        "__weakref__",
+    )  # fmt: skip
+
+    def __init__(self, quiet: float = QUIET, limit: float = LIMIT) -> None:
+        self.quiet, self.limit = quiet, limit
+        self.cond = threading.Condition(threading.Lock())
+        self.queued = 0
+        self.members = 0  # candle feeds reading
+        self.filled = 0
+        self.rung_at = float("-inf")  # time.monotonic() the last candle item was queued
+        self._settling = False
+
+    def _rang(self, candle: bool, was_empty: bool) -> None:
+        # under cond, loop thread: an item was queued
+        self.queued += 1
+        if candle:
+            self.rung_at = time.monotonic()
+            self.filled += was_empty
+        if not self._settling or self.filled >= self.members:
+            self.cond.notify_all()
+
+    def settle(self) -> None:
+        """Wait while a burst of bars is arriving (see the class); at once if none is."""
+        with self.cond:
+            self._settle()
+
+    def _settle(self) -> None:
+        # under cond (released while waiting)
+        if self.members < 2:
+            return
+        deadline = time.monotonic() + self.limit
+        self._settling = True
+        try:
+            while self.filled < self.members:
+                now = time.monotonic()
+                quiet_left = self.rung_at + self.quiet - now
+                if quiet_left <= 0 or now >= deadline:
+                    return
+                self.cond.wait(min(quiet_left, deadline - now))
+        finally:
+            self._settling = False
+
+
+_DOORBELLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def doorbell_for(env) -> Doorbell:
+    """The :class:`Doorbell` of a cerebro (made on first use, gone with it); a private one
+    for a feed outside a cerebro."""
+    if env is None:
+        return Doorbell()
+    bell = _DOORBELLS.get(env)
+    if bell is None:
+        bell = _DOORBELLS[env] = Doorbell()
+    return bell
+
+
+class _Subscription:
+    """One feed's subscription. ``out`` (under ``bell.cond``) is the only object both threads
+    touch."""
+
+    def __init__(self, spec: FeedSpec | TradeSpec, kind: str, bell: Doorbell | None = None) -> None:
         self.spec = spec
+        self.bell = bell if bell is not None else Doorbell()
+        self.closed = False  # the feed stopped reading: nothing more is queued
         self.kind = kind
         self.ticks = kind.startswith("tick")
         self.streamed = kind in ("stream", "tickstream")
         self.key = (spec.symbol, TRADES if self.ticks else spec.tf.ccxt)
-        self.out: queue.Queue = queue.Queue()
+        self.out: deque = deque()
         self.machine: StreamMachine | TradeStreamMachine | None = None  # stream feeds
         self.waiter: asyncio.Future | None = None  # the stream worker's wait, if waiting
         self.last_open_ms: int | None = None
@@ -73,8 +160,41 @@ class _Subscription:
             if self.last_open_ms is not None and item.open_ms <= self.last_open_ms:
                 return False
             self.last_open_ms = item.open_ms
-        self.out.put(item)
+        bell = self.bell
+        with bell.cond:
+            if self.closed:
+                return False
+            out = self.out
+            out.append(item)
+            bell._rang(not self.ticks, len(out) == 1)
         return True
+
+    def join(self) -> None:
+        """The feed reads from now on (backtrader's thread)."""
+        if not self.ticks:
+            with self.bell.cond:
+                self.bell.members += 1
+
+    def take(self, into: deque) -> None:
+        """Move everything queued to ``into``, in order (backtrader's thread, under
+        ``bell.cond``)."""
+        out = self.out
+        if out:
+            into.extend(out)
+            bell = self.bell
+            bell.queued -= len(out)
+            bell.filled -= not self.ticks
+            out.clear()
+
+    def close(self) -> None:
+        """The feed reads no more (backtrader's thread): drop what it left in the queue."""
+        bell = self.bell
+        with bell.cond:
+            if self.closed:
+                return
+            self.closed = True
+            self.take(deque())
+            bell.members -= not self.ticks
 
     def apply(self, event: StreamEvent) -> None:
         """Hand a stream event to the feed's machine at once (loop thread, often inside
@@ -117,28 +237,43 @@ class QueueSource:
     def pending(self) -> int:
         # no lock: cerebro asks this of every data on every turn, while the loop thread puts
         # a tick per trade (len of a deque is one atomic read)
-        return len(self._ready) + len(self._sub.out.queue)
+        return len(self._ready) + len(self._sub.out)
+
+    def idle(self) -> bool:
+        """Nothing to read now, and nothing to start (a ``get(0)`` would return None)."""
+        return not self._ready and not self._sub.out and not self._manager._pending
 
     def get(self, timeout: float | None) -> Bar | Status | None:
+        """The next item; else wait for one at most ``timeout`` seconds (None: for ever), but
+        with a timeout only while no sibling on the same :class:`Doorbell` has one queued."""
         ready = self._ready
         if not ready:
             self._manager.activate()
-            out = self._sub.out
-            with out.mutex:  # everything queued, in one lock (a busy tick feed: many)
-                ready.extend(out.queue)
-                out.queue.clear()
-        if ready:
-            item = ready.popleft()
-        else:
-            try:
-                item = self._sub.out.get(timeout=timeout)
-            except queue.Empty:
+            bell = self._sub.bell
+            sub = self._sub
+            with bell.cond:
+                sub.take(ready)
+                if not ready and timeout != 0:
+                    deadline = None if timeout is None else time.monotonic() + timeout
+                    while not ready and (timeout is None or bell.queued == 0):
+                        left = None if deadline is None else deadline - time.monotonic()
+                        if left is not None and left <= 0:
+                            break
+                        bell.cond.wait(left)
+                        sub.take(ready)
+                    if not ready and bell.queued:
+                        # woken by a sibling's bar: let its burst arrive, for one turn to take
+                        bell._settle()
+                        sub.take(ready)
+            if not ready:
                 return None
+        item = ready.popleft()
         if isinstance(item, Status) and (item.code == "DISCONNECTED" or item.fatal):
             self.done = True
         return item
 
     def stop(self) -> None:
+        self._sub.close()
         self._manager.unsubscribe(self._sub)
 
 
@@ -166,15 +301,19 @@ class StreamManager:
 
     # -- backtrader thread -----------------------------------------------------------------
 
-    def subscribe(self, spec: FeedSpec | TradeSpec, kind: str) -> QueueSource:
-        """Register a feed; it starts on the first ``get()`` of any feed (batching them)."""
+    def subscribe(
+        self, spec: FeedSpec | TradeSpec, kind: str, bell: Doorbell | None = None
+    ) -> QueueSource:
+        """Register a feed; it starts on the first ``get()`` of any feed (batching them).
+        ``bell``: the :class:`Doorbell` it shares with the other feeds of its cerebro."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {kind!r}")
         with self._lock:
             if self._stopped:
                 raise RuntimeError("the store's stream manager was stopped")
-            sub = _Subscription(spec, kind)
+            sub = _Subscription(spec, kind, bell)
             self._pending.append(sub)
+        sub.join()
         return QueueSource(self, sub)
 
     def activate(self) -> None:

@@ -165,6 +165,9 @@ class BlockingSource:
     def pending(self) -> int:
         return len(self.machine.outbox)
 
+    def idle(self) -> bool:
+        return False  # a request may be due: only get() knows
+
     @property
     def done(self) -> bool:
         return self.machine.done and not self.machine.outbox
