@@ -1,7 +1,11 @@
 """Many symbols on one store, WebSocket mode, 1s bars: CPU, delivery lag, losses, connections.
 
     python bench/scale.py [--quick] [--sizes 1,10,50,200] [--seconds S] [--what-if] [--no-plot]
-                          [--protocol binance|okx|bybit]
+                          [--protocol binance|okx|bybit] [--updates N] [--one-process]
+
+The local exchange and the floor run in processes of their own (``--one-process``: as
+threads of this one, the earlier layout), so this process holds what a user's would: the
+store's loop thread and backtrader's.
 
 For each size N, one store and one cerebro with N WebSocket feeds (1s bars, 5 bars of
 backfill) run for S seconds after every feed reported LIVE. Measured over that live window:
@@ -20,9 +24,9 @@ backfill) run for S seconds after every feed reported LIVE. Measured over that l
   calls after LIVE, and the store's counters (stream_bars, REST confirmations and fills).
 
 Floor, in the same run on the same frames (benchlib.Floor): a bare ccxt.pro client over the
-same N symbols on its own thread and loop. "frame": when it has parsed a candle's final frame;
+same N symbols, in its own process. "frame": when it has parsed a candle's final frame;
 "watch": when its bare ``watch_ohlcv_for_symbols`` loop returns the successor candle. Its CPU
-is its thread's.
+is its process's.
 
 --what-if repeats each size in a bench-only variant (not the package's behaviour):
 
@@ -295,6 +299,13 @@ def main(argv=None) -> int:
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--protocol", default="binance", choices=("binance", "okx", "bybit"))
     ap.add_argument(
+        "--updates",
+        type=int,
+        default=1,
+        help="partial frames per candle before its final (default 1: Binance pushes a 1s "
+        "kline stream every 1,000 ms; the local exchange's own default is 4)",
+    )
+    ap.add_argument(
         "--one-process",
         action="store_true",
         help="the earlier layout: local exchange and floor as threads of the plugin's process "
@@ -307,7 +318,7 @@ def main(argv=None) -> int:
     layout = "one process" if args.one_process else "exchange and floor in processes of their own"
     print(
         f"scale: sizes {sizes}, {seconds:g} s live each, WebSocket mode, 1s bars, "
-        f"{args.protocol}, {layout}"
+        f"{args.protocol}, {layout}, {args.updates} partial frame(s) per candle + the final"
     )
 
     results: dict[str, list[dict]] = {"as shipped": []}
@@ -315,7 +326,11 @@ def main(argv=None) -> int:
         results["no closed flag"] = []
     side = InProcess if args.one_process else bl.ExchangeProcess
     with side(
-        symbols=symbols_for(max(sizes)), timeframes=("1s",), history=300, protocol=args.protocol
+        symbols=symbols_for(max(sizes)),
+        timeframes=("1s",),
+        history=300,
+        protocol=args.protocol,
+        updates_per_candle=args.updates,
     ) as ex:
         for n in sizes:
             for variant, out in results.items():
@@ -363,6 +378,8 @@ def main(argv=None) -> int:
         "scale" + ("_quick" if args.quick else ""),
         {
             "seconds": seconds,
+            "updates_per_candle": args.updates,
+            "layout": layout,
             "results": {
                 v: [{k: x for k, x in r.items() if k != "lag_values"} for r in rs]
                 for v, rs in results.items()
