@@ -128,6 +128,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "proxies, options, urls)",
     )
     parser.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        help="attempts after the first for a REST call that fails for a retryable reason "
+        "(network, 429, 5xx) before the demo gives up (default 5, the store's)",
+    )
+    parser.add_argument(
+        "--retry-delay",
+        type=float,
+        default=0.5,
+        help="first backoff between those attempts, seconds; it doubles each time "
+        "(default 0.5, the store's)",
+    )
+    parser.add_argument(
         "--broker",
         action="store_true",
         help="trade through CCXTBroker on the local exchange (an account holding --cash of the "
@@ -167,6 +181,17 @@ def check_args(args: argparse.Namespace, store: CCXTStore | None = None) -> str:
     return timeframe
 
 
+def _retry_kwargs(args: argparse.Namespace) -> dict:
+    """The store's retry keywords from ``--retries`` / ``--retry-delay`` (the store checks
+    them: a bad value is a ConfigurationError before anything starts)."""
+    delay = getattr(args, "retry_delay", 0.5)
+    return {
+        "retries": getattr(args, "retries", 5),
+        "retry_delay": delay,
+        "retry_max_delay": max(30.0, delay),
+    }
+
+
 def run_demo(args: argparse.Namespace, out=None) -> DemoStrategy:
     """Run the demo; returns the strategy (for its counters). Ctrl-C stops it cleanly.
     Bad options raise a :class:`~.errors.ConfigurationError` before anything starts."""
@@ -174,7 +199,9 @@ def run_demo(args: argparse.Namespace, out=None) -> DemoStrategy:
     local = args.exchange == "local"
     store = None
     if not local:
-        store = CCXTStore(args.exchange, config=load_config(getattr(args, "config", None)))
+        store = CCXTStore(
+            args.exchange, config=load_config(getattr(args, "config", None)), **_retry_kwargs(args)
+        )
     timeframe = check_args(args, store)
     stack = contextlib.ExitStack()
     with stack:
@@ -194,7 +221,7 @@ def run_demo(args: argparse.Namespace, out=None) -> DemoStrategy:
             if getattr(args, "broker", False):
                 quote = args.symbol.split("/")[1]
                 acct = ex.add_account(balances={quote: args.cash}, fee_rate=0.001)
-            store = CCXTStore("binance", config=ex.ccxt_config(account=acct))
+            store = CCXTStore("binance", config=ex.ccxt_config(account=acct), **_retry_kwargs(args))
             print(f"local exchange (real Binance candles replayed) at {ex.rest_url}", file=out)
         assert store is not None
         stack.callback(store.stop)

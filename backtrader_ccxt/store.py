@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import functools
 import inspect
 import logging
 import threading
@@ -65,6 +66,12 @@ _PRIOR_STORE_PARAMS = {
 }
 
 
+@functools.cache
+def _default_rate_limit(exchange_id: str) -> float:
+    """ccxt's ``rateLimit`` (ms between requests of cost 1) for ``exchange_id``."""
+    return float(getattr(ccxt, exchange_id)().rateLimit)
+
+
 class CCXTStore:
     """Owns the ccxt session(s) for one exchange and account.
 
@@ -82,7 +89,8 @@ class CCXTStore:
       - ``clock`` (callable returning exchange time in ms, default None): replaces the
         exchange clock (measured with ``fetch_time`` at start) - for tests.
       - ``clock_rate`` (float, default 1): exchange ms per real ms of that clock (a test clock
-        running 60x fast passes 60, so waits are scaled).
+        running 60x fast passes 60, so waits are scaled: the broker's periods, and ccxt's
+        ``rateLimit`` unless ``config`` sets one).
     """
 
     def __init__(
@@ -167,6 +175,12 @@ class CCXTStore:
         cfg = copy.deepcopy(self._config)
         cfg.setdefault("enableRateLimit", True)
         cfg.pop("verbose", None)
+        rate = self.clock.rate
+        if rate != 1.0 and "rateLimit" not in cfg:
+            # a venue's request limits are per (exchange) minute: on a clock running `rate`
+            # times real time, ccxt's spacing between requests shrinks with it, so the weight
+            # used per exchange minute is what it is at real speed
+            cfg["rateLimit"] = _default_rate_limit(self.exchange_id) / rate
         return cfg
 
     def _apply_sandbox(self, ex) -> None:

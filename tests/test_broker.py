@@ -27,7 +27,8 @@ from backtrader_ccxt.localexchange import RehearsalExchange
 
 pytest.importorskip("pandas")
 
-SPEED = 120.0  # a 1m candle every 0.5 s: the fills are back long before the next bar
+SPEED = 300.0  # a 1m candle every 0.2 s: the fills are back long before the next bar (the
+# REST poll every 20 exchange s, ccxt's rate limiter scaled with the clock: store.py)
 
 
 @pytest.fixture(scope="module")

@@ -47,8 +47,11 @@ def test_native_stop_is_a_binance_stop_loss(rows):
         if n == START:
             s.buy(size=0.1)
         elif n == START + 1:
+            # under the next candle's low (rows seed 3: close 103.68, next low 103.28): it
+            # rests whenever in that candle it arrives, and triggers in the one after (low
+            # 102.71); 0.3 under the close triggered at once when it arrived after the low
             s.stop_order = s.sell(
-                size=0.1, exectype=bt.Order.Stop, price=round(s.data.close[0] - 0.3, 2)
+                size=0.1, exectype=bt.Order.Stop, price=round(s.data.close[0] - 0.5, 2)
             )
 
     strat, broker, orders, fills = _run(rows, hook)

@@ -172,10 +172,12 @@ def dead_exchange_config(tmp_path: Path) -> str:
     return f"@{path}"
 
 
-@pytest.mark.slow  # the store's retries back off in real seconds before it gives up
 def test_an_unreachable_exchange_is_one_clear_line_and_v_shows_the_traceback(tmp_path):
     config = dead_exchange_config(tmp_path)
-    proc = run_demo("--exchange", "binance", "--config", config, "--mode", "polling")
+    # the store's retries back off in real seconds before it gives up (0.5 s doubling by
+    # default: 15 s for 5 retries); the demo's own options make it 2 short ones here
+    retry = ("--retries", "2", "--retry-delay", "0.05")
+    proc = run_demo("--exchange", "binance", "--config", config, "--mode", "polling", *retry)
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr
     (line,) = error_lines(proc.stderr)
@@ -185,6 +187,8 @@ def test_an_unreachable_exchange_is_one_clear_line_and_v_shows_the_traceback(tmp
     assert "RetryableError" not in proc.stderr  # the error is final by now
     # the retries before it are announced one line each, and that is all
     assert len(proc.stderr.splitlines()) <= 5 + 1
+    retries = [x for x in proc.stderr.splitlines() if " retry " in x]
+    assert [x.split(" retry ")[1].split()[0] for x in retries] == ["1/2", "2/2"], proc.stderr
 
 
 @pytest.mark.parametrize("where", ["before", "after"])

@@ -3,9 +3,11 @@ the exchange itself (the local exchange logs when each request arrived)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import ccxt
+import pytest
 from feedtools import EPOCH, run_historical
 
 from backtrader_ccxt import CCXTStore
@@ -67,3 +69,26 @@ def _klines_cost(exchange, limit: int) -> float:
         if limit <= bound:
             return by_limit_cost
     return cost
+
+
+def test_a_fast_store_clock_scales_ccxts_rate_limiter_with_it():
+    # The venue's weight limits are per exchange minute: a store on a clock running 300x
+    # spaces its requests 300x closer, in both its instances; a rateLimit in config is kept,
+    # and a store on the real clock keeps ccxt's own.
+    default = ccxt.binance().rateLimit
+    fast = CCXTStore("binance", clock=lambda: 1_000_000.0, clock_rate=300)
+    assert fast.exchange.rateLimit == pytest.approx(default / 300)
+
+    async def async_rate_limit(store):
+        ex = store.new_async_exchange()
+        try:
+            return ex.rateLimit
+        finally:
+            await ex.close()
+
+    assert asyncio.run(async_rate_limit(fast)) == pytest.approx(default / 300)
+    mine = CCXTStore("binance", config={"rateLimit": 7}, clock=lambda: 0.0, clock_rate=300)
+    assert mine.exchange.rateLimit == 7
+    assert CCXTStore("binance").exchange.rateLimit == default
+    # clock_rate means nothing without a clock: the real venue's clock runs at real speed
+    assert CCXTStore("binance", clock_rate=300).exchange.rateLimit == default
