@@ -62,8 +62,8 @@ class Doorbell:
       has one queued: cerebro delivers the sibling's bar in this turn of its loop, the waiting
       feed's own bar comes in a later one (without it the first feed of a turn waits out its
       ``qcheck``, 0.5 s, while the bars of the others, already here, wait behind it);
-    * while a burst of bars is arriving (the closes of many symbols, one frame after another)
-      a turn waits for it to end: until every candle feed has an item, no bar came for
+    * while a burst of bars is arriving (the closes of many symbols, one frame after another;
+      from :attr:`SETTLE_FROM` candle feeds) a turn waits for it to end: until every candle feed has an item, no bar came for
       ``quiet`` seconds (:attr:`QUIET`), or ``limit`` (:attr:`LIMIT`) passed (:meth:`settle`). One turn then delivers
       the burst, instead of a turn per few bars, each a pass of backtrader over every feed,
       taking the interpreter from the loop thread that is still reading the rest.
@@ -73,16 +73,21 @@ class Doorbell:
     ``cond``'s lock. Tick feeds count in ``queued`` only: trades are a stream, not bursts.
     """
 
-    QUIET = 0.003  # s without a new bar that ends a burst
+    QUIET = 0.02  # s without a new bar that ends a burst
     LIMIT = 0.25  # s: the longest a burst holds a turn back
+    #: candle feeds from which a burst is worth a wait: below, an extra turn of cerebro's
+    #: loop costs about a millisecond (~35 us a feed), less than any wait would
+    SETTLE_FROM = 32
 
     __slots__ = (
-        "cond", "queued", "members", "filled", "rung_at", "quiet", "limit", "_settling",
-        "__weakref__",
+        "cond", "queued", "members", "filled", "rung_at", "quiet", "limit", "settle_from",
+        "_settling", "__weakref__",
     )  # fmt: skip
 
-    def __init__(self, quiet: float = QUIET, limit: float = LIMIT) -> None:
-        self.quiet, self.limit = quiet, limit
+    def __init__(
+        self, quiet: float = QUIET, limit: float = LIMIT, settle_from: int = SETTLE_FROM
+    ) -> None:
+        self.quiet, self.limit, self.settle_from = quiet, limit, settle_from
         self.cond = threading.Condition(threading.Lock())
         self.queued = 0
         self.members = 0  # candle feeds reading
@@ -106,7 +111,7 @@ class Doorbell:
 
     def _settle(self) -> None:
         # under cond (released while waiting)
-        if self.members < 2:
+        if self.members < max(2, self.settle_from):
             return
         deadline = time.monotonic() + self.limit
         self._settling = True

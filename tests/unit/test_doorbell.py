@@ -98,7 +98,7 @@ def test_without_a_timeout_only_the_own_bar_ends_the_wait():
 
 
 def test_a_burst_is_settled_once_every_candle_feed_has_an_item():
-    bell = Doorbell()
+    bell = Doorbell(quiet=30.0, limit=60.0, settle_from=3)
     subs, _ = feeds(bell, "A/USDT", "B/USDT", "C/USDT")
     for s in subs:
         s.emit(bar(0))
@@ -107,7 +107,8 @@ def test_a_burst_is_settled_once_every_candle_feed_has_an_item():
 
 
 def test_settle_waits_for_the_rest_of_a_burst_the_loop_thread_is_still_queuing():
-    bell = Doorbell(quiet=30.0, limit=60.0)  # no quiet end here: only the burst's end
+    # no quiet end here: only the burst's end
+    bell = Doorbell(quiet=30.0, limit=60.0, settle_from=3)
     subs, _ = feeds(bell, "A/USDT", "B/USDT", "C/USDT")
     subs[0].emit(bar(0))
     done = threading.Event()
@@ -123,10 +124,18 @@ def test_settle_waits_for_the_rest_of_a_burst_the_loop_thread_is_still_queuing()
 
 
 def test_one_candle_feed_never_settles():
-    bell = Doorbell(quiet=30.0, limit=30.0)
+    bell = Doorbell(quiet=30.0, limit=30.0, settle_from=1)
     (sub,), _ = feeds(bell, "A/USDT")
     sub.emit(bar(0))
     bell.settle()  # at once: a single feed's bar is the whole burst
+
+
+def test_a_few_feeds_never_settle():
+    # below SETTLE_FROM a turn is cheaper than a wait: with 1m and 1h feeds, the 1m bar at once
+    bell = Doorbell(quiet=30.0, limit=30.0)
+    subs, _ = feeds(bell, *[f"S{i}/USDT" for i in range(Doorbell.SETTLE_FROM - 1)])
+    subs[0].emit(bar(0))
+    bell.settle()
 
 
 def test_tick_feeds_count_as_items_but_not_as_a_burst():
