@@ -413,7 +413,14 @@ def test_a_fast_clock_fills_resting_orders_on_its_own_time():
             async with UserWs(ex, acct) as ws:
                 now = ex.now_ms()
                 price = (await asyncio.to_thread(ex.trades, SYMBOL, now - 5000))[-1]["price"]
-                limit = round(price * 0.9999, 2)  # below the price: it rests
+                # below the price (it rests), above the lowest low of the candles to come (it
+                # fills): a fixed 0.01% under the price waited out a rising market (the
+                # candles replayed depend on the time of day)
+                tf = ex._replay.timeframe("1s")
+                k = tf.index(now)
+                low = min(float(ex._replay.candle(SYMBOL, tf, k + i).l) for i in range(1, 300))
+                assert low < price, "the replay only rises for 5 minutes from here"
+                limit = round((low + price) / 2, 2)
                 await asyncio.to_thread(client.create_order, SYMBOL, "limit", "buy", 0.01, limit)
                 new, lock = await ws.events(2)
                 assert new["x"] == "NEW" and lock["e"] == "outboundAccountPosition"
