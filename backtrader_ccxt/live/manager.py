@@ -58,13 +58,15 @@ class Doorbell:
     The loop thread rings it with every item it queues for any of them. Two rules use it, on
     backtrader's thread:
 
-    * a feed that waits in ``_load`` for its own next bar stops waiting as soon as a sibling
-      has one queued: cerebro delivers the sibling's bar in this turn of its loop, the waiting
-      feed's own bar comes in a later one (without it the first feed of a turn waits out its
-      ``qcheck``, 0.5 s, while the bars of the others, already here, wait behind it);
-    * while a burst of bars is arriving (the closes of many symbols, one frame after another;
-      from :attr:`SETTLE_FROM` candle feeds) a turn waits for it to end: until every candle feed has an item, no bar came for
-      ``quiet`` seconds (:attr:`QUIET`), or ``limit`` (:attr:`LIMIT`) passed (:meth:`settle`). One turn then delivers
+    * a feed that waits in ``_load`` for its own next bar stops waiting for it alone as soon
+      as a sibling has one queued, and waits for the burst below instead: its own bar, if it
+      is part of the burst, comes in the same turn, else in a later one (without it the first
+      feed of a turn waits out its ``qcheck``, 0.5 s, while the bars of the others, already
+      here, wait behind it);
+    * while a burst of bars is arriving (the closes of several symbols, one frame after
+      another) a turn waits for it to end: until every candle feed has an item, no bar came
+      for a quiet time that grows with the feeds (5 ms for a few, 20 ms from 40), or
+      ``limit`` (:attr:`LIMIT`) passed (:meth:`settle`). One turn then delivers
       the burst, instead of a turn per few bars, each a pass of backtrader over every feed,
       taking the interpreter from the loop thread that is still reading the rest.
 
@@ -73,21 +75,22 @@ class Doorbell:
     ``cond``'s lock. Tick feeds count in ``queued`` only: trades are a stream, not bursts.
     """
 
-    QUIET = 0.02  # s without a new bar that ends a burst
+    QUIET = 0.02  # s without a new bar that ends a burst (at most; see QUIET_PER_FEED)
+    #: the quiet that ends a burst grows with the feeds (parsing a frame takes ~0.1 ms, so a
+    #: burst of N closes lasts ~0.1 N ms): 0.5 ms a candle feed, from QUIET_MIN to QUIET
+    QUIET_PER_FEED = 0.0005
+    QUIET_MIN = 0.005
     LIMIT = 0.25  # s: the longest a burst holds a turn back
-    #: candle feeds from which a burst is worth a wait: below, an extra turn of cerebro's
-    #: loop costs about a millisecond (~35 us a feed), less than any wait would
-    SETTLE_FROM = 32
 
     __slots__ = (
-        "cond", "queued", "members", "filled", "rung_at", "quiet", "limit", "settle_from",
+        "cond", "queued", "members", "filled", "rung_at", "quiet", "quiet_min", "limit",
         "_settling", "__weakref__",
     )  # fmt: skip
 
     def __init__(
-        self, quiet: float = QUIET, limit: float = LIMIT, settle_from: int = SETTLE_FROM
+        self, quiet: float = QUIET, limit: float = LIMIT, quiet_min: float = QUIET_MIN
     ) -> None:
-        self.quiet, self.limit, self.settle_from = quiet, limit, settle_from
+        self.quiet, self.limit, self.quiet_min = quiet, limit, quiet_min
         self.cond = threading.Condition(threading.Lock())
         self.queued = 0
         self.members = 0  # candle feeds reading
@@ -111,14 +114,15 @@ class Doorbell:
 
     def _settle(self) -> None:
         # under cond (released while waiting)
-        if self.members < max(2, self.settle_from):
+        if self.members < 2:
             return
+        quiet = min(self.quiet, max(self.quiet_min, self.QUIET_PER_FEED * self.members))
         deadline = time.monotonic() + self.limit
         self._settling = True
         try:
             while self.filled < self.members:
                 now = time.monotonic()
-                quiet_left = self.rung_at + self.quiet - now
+                quiet_left = self.rung_at + quiet - now
                 if quiet_left <= 0 or now >= deadline:
                     return
                 self.cond.wait(min(quiet_left, deadline - now))

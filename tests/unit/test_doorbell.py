@@ -98,7 +98,7 @@ def test_without_a_timeout_only_the_own_bar_ends_the_wait():
 
 
 def test_a_burst_is_settled_once_every_candle_feed_has_an_item():
-    bell = Doorbell(quiet=30.0, limit=60.0, settle_from=3)
+    bell = Doorbell(quiet=30.0, limit=60.0, quiet_min=30.0)
     subs, _ = feeds(bell, "A/USDT", "B/USDT", "C/USDT")
     for s in subs:
         s.emit(bar(0))
@@ -108,7 +108,7 @@ def test_a_burst_is_settled_once_every_candle_feed_has_an_item():
 
 def test_settle_waits_for_the_rest_of_a_burst_the_loop_thread_is_still_queuing():
     # no quiet end here: only the burst's end
-    bell = Doorbell(quiet=30.0, limit=60.0, settle_from=3)
+    bell = Doorbell(quiet=30.0, limit=60.0, quiet_min=30.0)
     subs, _ = feeds(bell, "A/USDT", "B/USDT", "C/USDT")
     subs[0].emit(bar(0))
     done = threading.Event()
@@ -124,18 +124,19 @@ def test_settle_waits_for_the_rest_of_a_burst_the_loop_thread_is_still_queuing()
 
 
 def test_one_candle_feed_never_settles():
-    bell = Doorbell(quiet=30.0, limit=30.0, settle_from=1)
+    bell = Doorbell(quiet=30.0, limit=30.0, quiet_min=30.0)
     (sub,), _ = feeds(bell, "A/USDT")
     sub.emit(bar(0))
     bell.settle()  # at once: a single feed's bar is the whole burst
 
 
-def test_a_few_feeds_never_settle():
-    # below SETTLE_FROM a turn is cheaper than a wait: with 1m and 1h feeds, the 1m bar at once
+def test_the_quiet_that_ends_a_burst_grows_with_the_feeds():
+    # with 1m and 1h feeds, the 1h feed has nothing at a 1m close: a few feeds wait 5 ms of
+    # quiet (QUIET_MIN), not the 20 ms a burst of 40 closes is given
     bell = Doorbell(quiet=30.0, limit=30.0)
-    subs, _ = feeds(bell, *[f"S{i}/USDT" for i in range(Doorbell.SETTLE_FROM - 1)])
+    subs, _ = feeds(bell, "A/USDT", "B/USDT", "C/USDT")
     subs[0].emit(bar(0))
-    bell.settle()
+    bell.settle()  # returns after ~5 ms (a 30 s wait would time the test out)
 
 
 def test_tick_feeds_count_as_items_but_not_as_a_burst():
