@@ -73,8 +73,9 @@ class Delivery:
     ``enter(member)`` is called from each feed's ``next()`` without a master; a feed entering
     twice means a new turn has begun. A feed that would wait in ``_load`` for its own bar
     does not wait once ``delivered`` is set: cerebro can run the strategy on the bar it has
-    now, and the waiting feed's bar comes in a later turn. (backtrader itself skips the wait
-    only when a feed holds a bar when the turn starts, not when one arrives during it.)
+    now (a burst of bars arriving together was already waited for at the turn's start, see
+    ``live.manager.Doorbell``), and a bar still on its way comes in a later turn. backtrader
+    itself skips the wait only when a feed holds a bar when the turn starts.
     """
 
     __slots__ = ("_seen", "delivered")
