@@ -28,7 +28,7 @@ import weakref
 from collections.abc import Iterable
 from typing import Protocol
 
-__all__ = ["Delivery", "Member", "Turns", "delivery_for", "turns_for"]
+__all__ = ["Delivery", "Member", "PerCerebro", "Turns", "delivery_for", "turns_for"]
 
 
 class Member(Protocol):
@@ -95,23 +95,24 @@ class Delivery:
         return new
 
 
-_TURNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_DELIVERY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+class PerCerebro:
+    """One object of a kind per cerebro, made by ``factory`` on first use and gone with the
+    cerebro; a private one for ``env=None`` (a feed outside a cerebro)."""
+
+    def __init__(self, factory) -> None:
+        self._factory = factory
+        self._of: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+    def __call__(self, env):
+        if env is None:
+            return self._factory()
+        obj = self._of.get(env)
+        if obj is None:
+            obj = self._of[env] = self._factory()
+        return obj
 
 
-def turns_for(env) -> Turns:
-    """The :class:`Turns` of a cerebro (created on first use, gone with the cerebro)."""
-    turns = _TURNS.get(env)
-    if turns is None:
-        turns = _TURNS[env] = Turns()
-    return turns
-
-
-def delivery_for(env) -> Delivery:
-    """The :class:`Delivery` of a cerebro (a private one outside a cerebro)."""
-    if env is None:
-        return Delivery()
-    delivery = _DELIVERY.get(env)
-    if delivery is None:
-        delivery = _DELIVERY[env] = Delivery()
-    return delivery
+#: the :class:`Turns` of a cerebro
+turns_for = PerCerebro(Turns)
+#: the :class:`Delivery` of a cerebro
+delivery_for = PerCerebro(Delivery)

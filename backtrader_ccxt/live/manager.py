@@ -23,7 +23,6 @@ import asyncio
 import logging
 import threading
 import time
-import weakref
 from collections import deque
 
 from ..bars import Bar, Status
@@ -32,6 +31,7 @@ from ..paging import Page
 from ..rest import RestTarget, call_with_retry_async, fetch_page_async
 from ..retry import Backoff
 from ..spec import FeedSpec
+from ..sync import PerCerebro
 from ..venues import VenueAdapter, adapter_for
 from .events import StreamEvent
 from .loopthread import LoopThread
@@ -130,18 +130,8 @@ class Doorbell:
             self._settling = False
 
 
-_DOORBELLS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def doorbell_for(env) -> Doorbell:
-    """The :class:`Doorbell` of a cerebro (made on first use, gone with it); a private one
-    for a feed outside a cerebro."""
-    if env is None:
-        return Doorbell()
-    bell = _DOORBELLS.get(env)
-    if bell is None:
-        bell = _DOORBELLS[env] = Doorbell()
-    return bell
+#: the :class:`Doorbell` of a cerebro
+doorbell_for = PerCerebro(Doorbell)
 
 
 class _Subscription:

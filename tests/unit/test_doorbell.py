@@ -54,13 +54,19 @@ def waiting(bell: Doorbell) -> bool:
     return bool(bell.cond._waiters)  # a thread is inside cond.wait()
 
 
+def get_in_thread(bell: Doorbell, src: QueueSource, timeout: float | None):
+    """``src.get(timeout)`` on a thread of its own, once it waits: (thread, [its result])."""
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(src.get(timeout)))
+    t.start()
+    eventually(lambda: waiting(bell))
+    return t, got
+
+
 def test_a_wait_for_the_own_bar_ends_when_a_siblings_bar_is_queued():
     bell = Doorbell()
     (sub_a, sub_b), (src_a, src_b) = feeds(bell, "A/USDT", "B/USDT")
-    got = []
-    t = threading.Thread(target=lambda: got.append(src_a.get(30.0)))
-    t.start()
-    eventually(lambda: waiting(bell))
+    t, got = get_in_thread(bell, src_a, 30.0)
     assert sub_b.emit(bar(0))
     t.join(10)
     assert not t.is_alive(), "A kept waiting for its own bar while B's was queued"
@@ -72,10 +78,7 @@ def test_a_wait_for_the_own_bar_ends_when_a_siblings_bar_is_queued():
 def test_a_wait_ends_with_the_own_bar_when_it_comes():
     bell = Doorbell()
     (sub_a, _), (src_a, _) = feeds(bell, "A/USDT", "B/USDT")
-    got = []
-    t = threading.Thread(target=lambda: got.append(src_a.get(30.0)))
-    t.start()
-    eventually(lambda: waiting(bell))
+    t, got = get_in_thread(bell, src_a, 30.0)
     sub_a.emit(bar(0))
     t.join(10)
     assert got == [bar(0)]
@@ -85,10 +88,7 @@ def test_without_a_timeout_only_the_own_bar_ends_the_wait():
     # timeout None (a historical read): a sibling's bar does not make it return empty-handed
     bell = Doorbell()
     (sub_a, sub_b), (src_a, _) = feeds(bell, "A/USDT", "B/USDT")
-    got = []
-    t = threading.Thread(target=lambda: got.append(src_a.get(None)))
-    t.start()
-    eventually(lambda: waiting(bell))
+    t, got = get_in_thread(bell, src_a, None)
     sub_b.emit(bar(0))
     eventually(lambda: waiting(bell))  # woken, and waiting again
     assert t.is_alive()
