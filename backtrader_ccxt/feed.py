@@ -21,6 +21,7 @@ from backtrader.linebuffer import LineBuffer
 from .bars import Bar, BarGate, Status, bar_from_row
 from .cache import FeedCacheLink, HistoryCache, cache_key
 from .errors import CapabilityError, ConfigurationError, ConfigurationWarning, unknown_keywords
+from .heap import StartupFreeze, freeze_for
 from .live import tradepolling
 from .live.manager import Doorbell, doorbell_for
 from .live.polling import PollingSource
@@ -215,6 +216,7 @@ class CCXTFeed(bt.feed.DataBase):
         env = getattr(self, "_env", None)
         self._delivery: Delivery = delivery_for(env)
         self._bell: Doorbell = doorbell_for(env)
+        self._freeze: StartupFreeze = freeze_for(env)
         self._first_since: int | None = None  # the window's start, before the cache moves it
         self._check_params()
         store = self._store
@@ -227,6 +229,7 @@ class CCXTFeed(bt.feed.DataBase):
             store.stop(data=self)
             raise
         self._report = self._make_report()
+        self._freeze.started(self)
         self.put_notification(self.DELAYED)
         self._source.start()
 
@@ -241,6 +244,8 @@ class CCXTFeed(bt.feed.DataBase):
                 link.cache.close()  # we opened it from a path
         if self._store is not None:
             self._store.stop(data=self)
+        if getattr(self, "_freeze", None) is not None:
+            self._freeze.stopped(self)
         if not self._ended:
             self._ended = True
             self.put_notification(self.DISCONNECTED)
@@ -363,6 +368,11 @@ class CCXTFeed(bt.feed.DataBase):
             return None
         return turns_for(self._env)
 
+    def _live_siblings(self) -> list:
+        """Every CCXT feed of this cerebro that goes live (this one included)."""
+        datas = getattr(getattr(self, "_env", None), "datas", None) or [self]
+        return [d for d in datas if isinstance(d, CCXTFeed) and not d.p.historical]
+
     def _filtered(self) -> bool:
         # a resampled or replayed feed delivers what its filter makes of our bars, at times
         # of its own: holding its input bars back would only starve the filter
@@ -410,6 +420,9 @@ class CCXTFeed(bt.feed.DataBase):
             self._report.done()
         if status.code == "LIVE" and self._cache_link is not None:
             self._cache_link.flush(self._store.clock.now_ms())
+        if status.code == "LIVE":
+            live = self._live_siblings()
+            self._freeze.live(self, live, all(d._store.gc_freeze for d in live))
         self.put_notification(getattr(self, status.code), status.message)
 
     def _end(self, status: Status | None = None) -> None:

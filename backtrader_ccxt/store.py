@@ -91,6 +91,11 @@ class CCXTStore:
       - ``clock_rate`` (float, default 1): exchange ms per real ms of that clock (a test clock
         running 60x fast passes 60, so waits are scaled: the broker's periods, and ccxt's
         ``rateLimit`` unless ``config`` sets one).
+      - ``gc_freeze`` (bool, default True): once every live feed of the cerebro is LIVE,
+        collect once and ``gc.freeze()`` what start-up left (ccxt, the markets, backtrader's
+        objects), so the collector's full passes during the run walk only what it allocated
+        since: 5-9 ms instead of 80-190 ms with 1,000 symbols. Undone when the run ends;
+        skipped if the process froze objects itself (:mod:`~backtrader_ccxt.heap`).
     """
 
     def __init__(
@@ -104,6 +109,7 @@ class CCXTStore:
         clock_rate: float = 1.0,
         retry_delay: float = 0.5,
         retry_max_delay: float = 30.0,
+        gc_freeze: bool = True,
         **unknown,
     ) -> None:
         if unknown:
@@ -127,7 +133,12 @@ class CCXTStore:
             raise ConfigurationError(
                 f"need 0 < retry_delay <= retry_max_delay, got {retry_delay!r}, {retry_max_delay!r}"
             )
+        if not isinstance(gc_freeze, bool):
+            raise ConfigurationError(
+                f"gc_freeze must be True or False, got {type(gc_freeze).__name__} {gc_freeze!r}"
+            )
         self.exchange_id = exchange
+        self.gc_freeze = gc_freeze
         self._config = copy.deepcopy(dict(config or {}))
         self.sandbox = bool(sandbox)
         self.retries = retries
