@@ -54,6 +54,20 @@ _PRIOR_FEED_PARAMS = {
 }
 
 
+_BAR_FIELDS = ("open", "high", "low", "close", "volume")
+_last_num = (None, 0.0)  # (close_ms, date2num): a burst's bars share their close
+
+
+def _date2num_ms(close_ms: int, dt: datetime) -> float:
+    """``bt.date2num(dt)``, computed once for the bars of many feeds closing together."""
+    global _last_num
+    ms, num = _last_num
+    if ms != close_ms:
+        num = bt.date2num(dt)
+        _last_num = (close_ms, num)
+    return num
+
+
 def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
@@ -178,6 +192,7 @@ class CCXTFeed(bt.feed.DataBase):
         self._ahead: Bar | None = None  # the next bar, held until its turn (sync.py)
         self._ahead_fresh = False  # not from the cache: to be written back to it
         self._members: list[CCXTFeed] | None = None
+        self._turns_memo: Turns | None | bool = False
         self._master = None
         self._report: BackfillReport | None = None
 
@@ -212,6 +227,20 @@ class CCXTFeed(bt.feed.DataBase):
         self._gate = BarGate()
         self._ahead = None
         self._members = None
+        self._turns_memo: Turns | None | bool = False  # False: not decided yet
+        lines = self.lines
+        self._dt_line = lines.datetime
+        #: (line, Bar field) in the order _fill writes them, and the tick_* slots of each
+        self._bar_lines = [(getattr(lines, f), f) for f in _BAR_FIELDS]
+        aliases = self.getlinealiases()
+        self._tick_slots = [
+            ("tick_" + a, line)
+            for a, line in zip(aliases, lines.lines, strict=False)
+            if a != "datetime"
+        ]
+        self._tick_first = "tick_" + aliases[0]
+        self._tick_last_line = lines.lines[0]
+        self._qcheck_s = float(self.p.qcheck)
         # shared with the cerebro's other CCXT feeds: see sync.Delivery and manager.Doorbell
         env = getattr(self, "_env", None)
         self._delivery: Delivery = delivery_for(env)
@@ -288,7 +317,43 @@ class CCXTFeed(bt.feed.DataBase):
             and self._source.idle()
         ):
             return None
-        return super().load()
+        if self._filters or self._barstack or self._barstash or self._tzinput:
+            return super().load()
+        # backtrader's load() without what this feed never has (filters, a bar stack, input
+        # to localize): forward, our bar, the fromdate/todate window. A turn that delivers
+        # 1,000 bars runs this 1,000 times.
+        while True:
+            self.forward()
+            ret = self._load()
+            if not ret:
+                self.backwards(force=True)  # force: exactbars keeps its pointer accounting
+                return ret
+            dt = self._dt_line[0]
+            if dt < self.fromdate:
+                self.backwards()
+                continue
+            if dt > self.todate:
+                self.backwards(force=True)
+                return False
+            return True
+
+    # backtrader's per-turn bookkeeping, once per data and turn: its generic versions look
+    # every line up by name each time (with 1,000 feeds, a fifth of a turn that delivers)
+
+    def do_qcheck(self, onoff, qlapse):
+        q = self._qcheck_s if onoff else 0.0
+        self._qcheck = q - qlapse if q > qlapse else 0.0
+
+    def _tick_fill(self, force=False):
+        if force or getattr(self, self._tick_first, None) is None:
+            for name, line in self._tick_slots:
+                setattr(self, name, line[0])
+            self.tick_last = self._tick_last_line[0]
+
+    def _tick_nullify(self):
+        for name, _ in self._tick_slots:
+            setattr(self, name, None)
+        self.tick_last = None
 
     def _wait_s(self, turns: Turns | None) -> float | None:
         """How long ``_load`` may wait for a bar (None: until one comes)."""
@@ -355,7 +420,15 @@ class CCXTFeed(bt.feed.DataBase):
 
     def _turns(self) -> Turns | None:
         """The cerebro's turn state if this feed must keep in step with others: several
-        CCXT feeds and a bounded buffer (exactbars >= 1) that cannot be rewound."""
+        CCXT feeds and a bounded buffer (exactbars >= 1) that cannot be rewound. Decided
+        once per run, at the first turn (cerebro has set the buffers up by then)."""
+        turns = self._turns_memo
+        if turns is not False:
+            return turns
+        turns = self._turns_memo = self._find_turns()
+        return turns
+
+    def _find_turns(self) -> Turns | None:
         if self._members is None:
             env = getattr(self, "_env", None)
             datas = getattr(env, "datas", None) or []
@@ -387,14 +460,10 @@ class CCXTFeed(bt.feed.DataBase):
         return turns.admit(bar.close_ms)
 
     def _fill(self, bar: Bar) -> None:
-        lines = self.lines
-        lines.datetime[0] = bt.date2num(bar.dt)
-        lines.open[0] = bar.open
-        lines.high[0] = bar.high
-        lines.low[0] = bar.low
-        lines.close[0] = bar.close
-        lines.volume[0] = bar.volume
-        lines.openinterest[0] = 0.0
+        self._dt_line[0] = _date2num_ms(bar.close_ms, bar.dt)
+        for line, field in self._bar_lines:
+            line[0] = getattr(bar, field)
+        self.lines.openinterest[0] = 0.0
         if self.p.debug:
             log.info(
                 "%s bar %s O=%s H=%s L=%s C=%s V=%s",
