@@ -239,7 +239,7 @@ class CCXTFeed(bt.feed.DataBase):
             if a != "datetime"
         ]
         self._tick_first = "tick_" + aliases[0]
-        self._tick_last_line = lines.lines[0]
+        self._line0 = self._tick_last_line = lines.lines[0]
         self._qcheck_s = float(self.p.qcheck)
         # shared with the cerebro's other CCXT feeds: see sync.Delivery and manager.Doorbell
         env = getattr(self, "_env", None)
@@ -296,6 +296,13 @@ class CCXTFeed(bt.feed.DataBase):
                 self._bell.settle()  # a burst of bars arriving: this turn takes it whole
             if turns is not None:
                 turns.enter(self, self._members)
+        if datamaster is None and not ticks:
+            # cerebro's first call of a turn: backtrader's next() comes down to load() when
+            # nothing was loaded ahead (a live feed never preloads); its length checks go
+            # through three layers of lines
+            line0 = self._line0
+            if line0.lencount >= len(line0.array) - line0.extension:
+                return self.load()
         self._master = datamaster
         try:
             return super().next(datamaster=datamaster, ticks=ticks)
@@ -345,10 +352,12 @@ class CCXTFeed(bt.feed.DataBase):
         self._qcheck = q - qlapse if q > qlapse else 0.0
 
     def _tick_fill(self, force=False):
+        # line.array[line._idx] is line[0] (LineBuffer.__getitem__) without two calls
         if force or getattr(self, self._tick_first, None) is None:
             for name, line in self._tick_slots:
-                setattr(self, name, line[0])
-            self.tick_last = self._tick_last_line[0]
+                setattr(self, name, line.array[line._idx])
+            last = self._tick_last_line
+            self.tick_last = last.array[last._idx]
 
     def _tick_nullify(self):
         for name, _ in self._tick_slots:

@@ -12,7 +12,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-__all__ = ["EventTimeReader", "FlagReader", "VenueAdapter"]
+__all__ = ["EventTimeReader", "FlagReader", "VenueAdapter", "unified_names"]
+
+_MEMO = "_backtrader_ccxt_names"  # attribute set on each ccxt instance a reader sees
+
+
+def unified_names(exchange, key: tuple, lookup: Callable[[], tuple]) -> tuple:
+    """``lookup()`` (the unified symbol and timeframe of a frame's venue ids, found with
+    ccxt's ``safe_symbol`` / ``find_timeframe``), remembered per instance under ``key`` until
+    its markets are reloaded. Every candle frame needs them: with 1,000 streams, ccxt's
+    lookups were a tenth of the loop thread's time at each close."""
+    markets = getattr(exchange, "markets", None)
+    memo = getattr(exchange, _MEMO, None)
+    if memo is None or memo[0] is not markets:
+        memo = (markets, {})
+        try:
+            setattr(exchange, _MEMO, memo)
+        except AttributeError:  # an instance that takes no attributes: no memo
+            return lookup()
+    names = memo[1].get(key)
+    if names is None:
+        names = memo[1][key] = lookup()
+    return names
+
 
 #: ``(exchange, client, message) -> {open_ms: final}`` for a raw candle frame, or None when
 #: the message is not one of the candle frames the feeds watch. ``final`` is True for a frame

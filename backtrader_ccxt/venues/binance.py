@@ -8,7 +8,7 @@ Mark- and index-price klines (other event names) are not what the feeds watch.
 
 from __future__ import annotations
 
-from .base import VenueAdapter
+from .base import VenueAdapter, unified_names
 
 __all__ = ["ADAPTER", "read_flags"]
 
@@ -19,9 +19,16 @@ def read_flags(exchange, client, message) -> dict | None:
     kline = message.get("k")
     if not isinstance(kline, dict):
         return None
-    market_type = "spot" if exchange.is_spot_url(client) else "contract"
-    symbol = exchange.safe_symbol(kline.get("s"), None, None, market_type)
-    timeframe = exchange.find_timeframe(kline.get("i"))
+    market_id, interval = kline.get("s"), kline.get("i")
+
+    def lookup() -> tuple:
+        market_type = "spot" if exchange.is_spot_url(client) else "contract"
+        return (
+            exchange.safe_symbol(market_id, None, None, market_type),
+            exchange.find_timeframe(interval),
+        )
+
+    symbol, timeframe = unified_names(exchange, (client.url, market_id, interval), lookup)
     flag = kline.get("x")
     return {(symbol, timeframe, int(kline["t"])): flag if isinstance(flag, bool) else None}
 

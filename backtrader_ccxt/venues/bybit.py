@@ -8,7 +8,7 @@ for a *change* after the close never trusts it). REST pages are newest-first, 10
 
 from __future__ import annotations
 
-from .base import VenueAdapter
+from .base import VenueAdapter, unified_names
 
 __all__ = ["ADAPTER", "read_flags"]
 
@@ -20,10 +20,17 @@ def read_flags(exchange, client, message) -> dict | None:
     data = message.get("data")
     if not isinstance(topic, str) or not topic.startswith("kline.") or not isinstance(data, list):
         return None
-    parts = topic.split(".")
-    timeframe = exchange.find_timeframe(parts[1])
-    market_type = "spot" if "spot" in str(getattr(client, "url", "")) else "contract"
-    symbol = exchange.safe_market(parts[-1], None, None, market_type)["symbol"]
+    url = str(getattr(client, "url", ""))
+
+    def lookup() -> tuple:
+        parts = topic.split(".")
+        market_type = "spot" if "spot" in url else "contract"
+        return (
+            exchange.safe_market(parts[-1], None, None, market_type)["symbol"],
+            exchange.find_timeframe(parts[1]),
+        )
+
+    symbol, timeframe = unified_names(exchange, (url, topic), lookup)
     out: dict = {}
     for item in data:
         if not isinstance(item, dict) or "start" not in item:

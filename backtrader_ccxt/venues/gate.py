@@ -7,7 +7,7 @@ frame carries no word either way and the timing rule decides.
 
 from __future__ import annotations
 
-from .base import VenueAdapter
+from .base import VenueAdapter, unified_names
 
 __all__ = ["ADAPTER", "read_flags"]
 
@@ -26,9 +26,15 @@ def read_flags(exchange, client, message) -> dict | None:
         if not isinstance(item, dict) or "t" not in item:
             continue
         sub = str(item.get("n", ""))
-        timeframe_id, _, market_id = sub.partition("_")
-        timeframe = exchange.find_timeframe(timeframe_id)
-        symbol = exchange.safe_symbol(market_id, None, "_", market_type)
+
+        def lookup(sub=sub) -> tuple:
+            timeframe_id, _, market_id = sub.partition("_")
+            return (
+                exchange.safe_symbol(market_id, None, "_", market_type),
+                exchange.find_timeframe(timeframe_id),
+            )
+
+        symbol, timeframe = unified_names(exchange, (market_type, sub), lookup)
         flag = item.get("w")
         out[(symbol, timeframe, int(float(item["t"]) * 1000))] = True if flag is True else None
     return out

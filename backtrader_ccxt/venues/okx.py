@@ -11,7 +11,7 @@ which ccxt picks by itself).
 
 from __future__ import annotations
 
-from .base import VenueAdapter
+from .base import VenueAdapter, unified_names
 
 __all__ = ["ADAPTER", "read_flags"]
 
@@ -26,8 +26,15 @@ def read_flags(exchange, client, message) -> dict | None:
     channel = arg.get("channel")
     if not isinstance(channel, str) or not channel.startswith("candle"):
         return None
-    symbol = exchange.safe_market(arg.get("instId"))["symbol"]
-    timeframe = exchange.find_timeframe(channel[len("candle") :])
+    inst_id = arg.get("instId")
+
+    def lookup() -> tuple:
+        return (
+            exchange.safe_market(inst_id)["symbol"],
+            exchange.find_timeframe(channel[len("candle") :]),
+        )
+
+    symbol, timeframe = unified_names(exchange, (channel, inst_id), lookup)
     out: dict = {}
     for item in data:
         if not isinstance(item, list) or not item:
