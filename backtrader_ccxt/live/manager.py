@@ -379,7 +379,8 @@ class StreamManager:
                 # e.g. OKX: its WebSocket days and months are Hong Kong time unless asked for
                 # the UTC channels, while its REST candles (and ours) are UTC
                 ex.timeframes = {**(ex.timeframes or {}), **self.adapter.ws_timeframes}
-            self._lanes.append((ex, FrameTap(ex, self.adapter, self._on_row)))
+            tap = FrameTap(ex, self.adapter, self._on_row, on_heard=self._on_heard)
+            self._lanes.append((ex, tap))
             self._lane_keys.append(set())
         return self._lanes[index]
 
@@ -581,6 +582,12 @@ class StreamManager:
         group = self._groups.get((symbol, timeframe))
         if group is not None:
             group.on_row((symbol, timeframe), row, final)
+
+    def _on_heard(self, symbol: str, timeframe: str) -> None:
+        """The frame tap's callback for a frame of partials (ccxt did not parse it)."""
+        group = self._groups.get((symbol, timeframe))
+        if group is not None:
+            group.heard()
 
     def _on_trade(self, symbol: str, trade: dict) -> None:
         """The trade tap's callback (inside ccxt's message handler)."""

@@ -106,10 +106,14 @@ class WatchGroup:
 
     # -- frames (called by the tap's router, loop thread) ----------------------------------
 
-    def on_row(self, key: Key, row: list, final: bool | None) -> None:
+    def heard(self) -> None:
+        """A frame of the group's streams arrived (a flagged partial carries nothing more)."""
         self.last_heard = time.monotonic()
         if self.broken or not self.up:
             self._healthy()
+
+    def on_row(self, key: Key, row: list, final: bool | None) -> None:
+        self.heard()
         if final is False:
             # the venue says "partial": nothing the rules use (a flagged candle closes only on
             # its flagged final or from REST); most frames are these, so skip them early

@@ -270,3 +270,49 @@ def test_send_times_are_read_from_the_real_frames():
     msgs = [r["msg"] for r in records("bybit/bybit_v5_ws_kline1_messages.jsonl")]
     assert [bybit.read_event_ms(m) for m in msgs] == [m["ts"] for m in msgs]
     assert binance.read_event_ms({"E": "1"}) is None and bybit.read_event_ms([]) is None
+
+
+def _binance_kline(open_ms: int, final: bool, sent: int, close: str = "1.5") -> dict:
+    k = {"t": open_ms, "T": open_ms + 59_999, "s": "BTCUSDT", "i": "1m", "o": "1", "h": "2"}
+    k.update(l="0.5", c=close, v="3", x=final)
+    return {"e": "kline", "E": sent, "s": "BTCUSDT", "k": k}
+
+
+def test_with_on_heard_flagged_partials_skip_ccxts_parse_and_finals_do_not():
+    # the stream core reads nothing from a frame the venue flags partial but that its stream
+    # talks: such frames go to on_heard, unparsed; finals (and unflagged frames) to on_row
+    ex = ccxtpro.binance()
+    ex.set_markets([market("BTCUSDT", "BTC/USDT", "spot"), market("ETHUSDT", "ETH/USDT", "spot")])
+    rows, heard = [], []
+    tap = FrameTap(ex, adapter_for("binance"), lambda *a: rows.append(a), on_heard=lambda *a: heard.append(a))  # fmt: skip
+    tap.watch("BTC/USDT", "1m")
+    url = "wss://stream.binance.com:9443/stream"
+    client = SimpleNamespace(url=url, resolve=lambda *a, **k: None)
+    ex.clients = {url: client}
+    ex.handle_ohlcv(client, _binance_kline(60_000, False, 61_000))
+    ex.handle_ohlcv(client, _binance_kline(60_000, False, 62_000, close="1.6"))
+    assert heard == [("BTC/USDT", "1m")] * 2 and rows == [] and tap.partials_skipped == 2
+    assert len(ex.ohlcvs["BTC/USDT"]["1m"]) == 0  # ccxt never parsed them
+    assert tap.client_of[("BTC/USDT", "1m")] is client
+    assert tap.behind("BTC/USDT", "1m", 62_000) is None  # read that far all the same
+    ex.handle_ohlcv(client, _binance_kline(60_000, True, 120_100, close="1.7"))
+    assert rows == [("BTC/USDT", "1m", [60_000, 1.0, 2.0, 0.5, 1.7, 3.0], True)]
+    # a stream this tap does not carry: ccxt parses the frame as it always did
+    eth = _binance_kline(60_000, False, 120_200)
+    eth["s"] = eth["k"]["s"] = "ETHUSDT"
+    ex.handle_ohlcv(client, eth)
+    assert tap.partials_skipped == 2 and len(heard) == 2
+    assert len(ex.ohlcvs["ETH/USDT"]["1m"]) == 1
+
+
+def test_without_on_heard_every_partial_still_reaches_on_row():
+    ex = ccxtpro.binance()
+    ex.set_markets([market("BTCUSDT", "BTC/USDT", "spot")])
+    rows: list = []
+    tap = FrameTap(ex, adapter_for("binance"), lambda *a: rows.append(a))
+    tap.watch("BTC/USDT", "1m")
+    client = SimpleNamespace(
+        url="wss://stream.binance.com:9443/stream", resolve=lambda *a, **k: None
+    )
+    ex.handle_ohlcv(client, _binance_kline(60_000, False, 61_000))
+    assert [r[3] for r in rows] == [False] and tap.partials_skipped == 0
