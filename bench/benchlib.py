@@ -197,13 +197,35 @@ class Emissions:
 
     def __init__(self, ex) -> None:
         self.times: dict[tuple[str, int], float] = {}
-        times = self.times
+        #: the same per connection: ``{(symbol, open_ms, connection): sent_at}``, and when
+        #: each connection carried its first frame (to tell the floor's from the plugin's)
+        self.by_conn: dict[tuple[str, int, int], float] = {}
+        self.conn_first: dict[int, float] = {}
+        times, by_conn, conn_first = self.times, self.by_conn, self.conn_first
 
         def on_frame(frame) -> None:
+            conn_first.setdefault(frame.connection, frame.sent_at)
             if frame.final and frame.kind == "update":
                 times.setdefault((frame.symbol, frame.open_ms), frame.sent_at)
+                by_conn.setdefault((frame.symbol, frame.open_ms, frame.connection), frame.sent_at)
 
         ex.add_frame_listener(on_frame)
+
+    def conns_since(self, t: float) -> set[int]:
+        """The connections whose first frame was written at or after ``t`` (time.time())."""
+        return {c for c, t0 in self.conn_first.items() if t0 >= t}
+
+    def times_on(self, conns: set[int]) -> dict[tuple[str, int], float]:
+        """Like ``times``, counting only the writes to ``conns``: each consumer's lag runs from
+        the write to its own connection (the server writes one connection's frames, then the
+        next one's)."""
+        out: dict[tuple[str, int], float] = {}
+        for (symbol, open_ms, conn), t in self.by_conn.items():
+            if conn in conns:
+                key = (symbol, open_ms)
+                if key not in out or t < out[key]:
+                    out[key] = t
+        return out
 
 
 def binance_config(ex, **extra) -> dict:
@@ -344,7 +366,7 @@ def _exchange_child(conn, kwargs: dict) -> None:
     from backtrader_ccxt.localexchange import LocalExchange
 
     with LocalExchange(**kwargs) as ex:
-        emitted = Emissions(ex).times
+        emissions = Emissions(ex)
         conn.send({"config": ex.ccxt_config(), "protocol": ex.protocol})
         while True:
             cmd, args = conn.recv()
@@ -358,7 +380,11 @@ def _exchange_child(conn, kwargs: dict) -> None:
             elif cmd == "candles":
                 conn.send([list(map(float, r)) for r in ex.candles(*args)])
             elif cmd == "emitted":
-                conn.send(dict(emitted))
+                conn.send(dict(emissions.times))
+            elif cmd == "emitted_on":
+                conn.send(emissions.times_on(*args))
+            elif cmd == "conns_since":
+                conn.send(emissions.conns_since(*args))
             elif cmd == "cpu":
                 conn.send(process_cpu())
 
@@ -434,6 +460,12 @@ class ExchangeProcess(_Child):
 
     def emitted(self) -> dict:
         return self.ask("emitted")
+
+    def emitted_on(self, conns: set[int]) -> dict:
+        return self.ask("emitted_on", conns)
+
+    def conns_since(self, t: float) -> set[int]:
+        return self.ask("conns_since", t)
 
     def cpu(self) -> float:
         return self.ask("cpu")

@@ -13,8 +13,12 @@ backfill) run for S seconds after every feed reported LIVE. Measured over that l
 * CPU share: CPU seconds per wall second (100% = one core) of the whole process and of its
   threads: backtrader's (feeds + probe strategy), the store's loop thread (ccxt.pro and the
   stream manager) - together "plugin" - the local exchange's server, and the floor;
-* delivery lag: from the server writing a candle's final frame (benchlib.Emissions) to the
-  strategy's next() seeing that bar, over all symbols, split at the moment the store's loop
+* delivery lag: from the server writing a candle's final frame to the store's connection
+  (benchlib.Emissions; the floor's lag from the write to its own connection: the server
+  writes all of one connection's frames of a close, then the next one's, so the first write
+  to any connection is not when a consumer could have read it; "p99 1st write" is the lag
+  from that first write, as measured before 2026-12-02 14:50) to the strategy's next()
+  seeing that bar, over all symbols, split at the moment the store's loop
   thread put the bar in the feed's queue for backtrader ("queued": the loop's share; the
   rest is backtrader's thread: the feed's wait in ``_load`` and cerebro's loop);
 * bars lost: candles that closed in the window at least 1.5 s before the stop (ground truth:
@@ -85,7 +89,7 @@ class InProcess:
         self.ex = LocalExchange(**kwargs)
         self.ex.__enter__()
         self.protocol = self.ex.protocol
-        self._emitted = bl.Emissions(self.ex).times
+        self._emissions = bl.Emissions(self.ex)
 
     def ccxt_config(self) -> dict:
         return self.ex.ccxt_config()
@@ -97,7 +101,13 @@ class InProcess:
         return self.ex.candles(*args)
 
     def emitted(self) -> dict:
-        return self._emitted
+        return self._emissions.times
+
+    def emitted_on(self, conns: set[int]) -> dict:
+        return self._emissions.times_on(conns)
+
+    def conns_since(self, t: float) -> set[int]:
+        return self._emissions.conns_since(t)
 
     def cpu(self) -> float:
         return bl.thread_cpu().get(self.ex._thread.native_id, 0.0)
@@ -163,11 +173,20 @@ def run_size(ex, n: int, seconds: float, variant_name: str, one_process: bool) -
     # the floor's bare watch loop re-arms over all N streams per frame: past 200 symbols it
     # costs most of a core, so there the floor only subscribes
     floor_cls = FloorThread if one_process else bl.FloorProcess
+    t_floor = time.time()
     floor = floor_cls(ex.ccxt_config(), syms, exchange_id=ex.protocol, watch=n <= 200)
     if one_process:
         floor.start()
     if not floor.ready_ok:
         raise RuntimeError("the floor never connected")
+    # the floor's connections: those that carried frames since it started, before the store
+    # (one close of the 1s candles brings a frame to each)
+    deadline = time.time() + 10
+    while time.time() < deadline and not ex.conns_since(t_floor):
+        time.sleep(0.2)
+    time.sleep(1.2)
+    floor_conns = ex.conns_since(t_floor)
+    t_store = time.time()
     store = CCXTStore(ex.protocol, config=ex.ccxt_config())
     win = Window(ex, store, floor)
     cerebro = bt.Cerebro(stdstats=False)
@@ -195,13 +214,18 @@ def run_size(ex, n: int, seconds: float, variant_name: str, one_process: bool) -
         after = ex.stats_snapshot()
     finally:
         floor.stop()
-    emitted = ex.emitted()
+    # each consumer's lag runs from the write of the final to its own connection: the
+    # server writes one connection's frames, then the next one's
+    plugin_conns = ex.conns_since(t_store) - floor_conns
+    emitted = ex.emitted_on(plugin_conns)
+    emitted_floor = ex.emitted_on(floor_conns)
+    emitted_any = ex.emitted()
     assert win.start is not None and win.end is not None, "the run never went live"
     t_live, t_end = win.start["t"], win.end["t"]
     wall = t_end - t_live
 
     # delivery lag and exactness, per symbol
-    lag, frame, watch, queued, waited = [], [], [], [], []
+    lag, lag_any, frame, watch, queued, waited = [], [], [], [], [], []
     lost = wrong = dup = late = 0
     lo_ms = (int(t_live * 1000) // 1000 + 1) * 1000  # first candle opening after LIVE
     hi_ms = (int((t_end - 1.5) * 1000) // 1000) * 1000  # closed (and due) well before the stop
@@ -215,6 +239,7 @@ def run_size(ex, n: int, seconds: float, variant_name: str, one_process: bool) -
             if not live or t_emit is None or t_emit < t_live:
                 continue
             lag.append((t_seen - t_emit) * 1000)
+            lag_any.append((t_seen - emitted_any[(s, open_ms)]) * 1000)
             t_queued = queued_at.get((s, open_ms))
             if t_queued is not None:
                 queued.append((t_queued - t_emit) * 1000)
@@ -222,7 +247,7 @@ def run_size(ex, n: int, seconds: float, variant_name: str, one_process: bool) -
             if (t_seen - t_emit) > 1.0:
                 late += 1
         for open_ms in range(lo_ms, hi_ms + 1, 1000):
-            t_emit = emitted.get((s, open_ms))
+            t_emit = emitted_floor.get((s, open_ms))
             if t_emit is None:
                 continue
             if (s, open_ms) in floor.finals:
@@ -259,6 +284,9 @@ def run_size(ex, n: int, seconds: float, variant_name: str, one_process: bool) -
         "cpu_floor": (win.end["floor_cpu"] - win.start["floor_cpu"]) / wall * 100,
         "layout": "one process" if one_process else "exchange and floor in own processes",
         "lag": bl.summary(lag),
+        "lag_from_first_write": bl.summary(lag_any),
+        "connections_floor": len(floor_conns),
+        "connections_plugin": len(plugin_conns),
         "floor_frame_lag": bl.summary(frame),
         "floor_watch_lag": bl.summary(watch),
         "lag_values": lag,
@@ -346,13 +374,13 @@ def main(argv=None) -> int:
         bl.table(
             ["symbols", "startup s", "CPU proc %", "plugin %", "(bt %", "loop %)", "server %",
              "floor %", "plugin/floor", "lag p50", "lag p99", "lag max", "frame p50",
-             "frame p99", "p99 - frame", "watch p99"],
+             "frame p99", "p99 - frame", "watch p99", "p99 1st write"],
             [[r["n"], r["startup_s"], r["cpu_process"], r["cpu_plugin"], r["cpu_backtrader"],
               r["cpu_loop"], r["cpu_server"], r["cpu_floor"],
               r["cpu_plugin"] / r["cpu_floor"] if r["cpu_floor"] else float("nan"),
               r["lag"]["p50"], r["lag"]["p99"], r["lag"]["max"], r["floor_frame_lag"]["p50"],
               r["floor_frame_lag"]["p99"], r["lag"]["p99"] - r["floor_frame_lag"]["p99"],
-              r["floor_watch_lag"]["p99"]] for r in rs],
+              r["floor_watch_lag"]["p99"], r["lag_from_first_write"]["p99"]] for r in rs],
             f"{variant}: CPU in % of one core over the live window; lag in ms from the final frame",
         )  # fmt: skip
         print()
