@@ -240,7 +240,6 @@ class CCXTFeed(bt.feed.DataBase):
         ]
         self._tick_first = "tick_" + aliases[0]
         self._line0 = self._tick_last_line = lines.lines[0]
-        self._qcheck_s = float(self.p.qcheck)
         # shared with the cerebro's other CCXT feeds: see sync.Delivery and manager.Doorbell
         env = getattr(self, "_env", None)
         self._delivery: Delivery = delivery_for(env)
@@ -248,6 +247,7 @@ class CCXTFeed(bt.feed.DataBase):
         self._freeze: StartupFreeze = freeze_for(env)
         self._first_since: int | None = None  # the window's start, before the cache moves it
         self._check_params()
+        self._qcheck_s = float(self.p.qcheck)  # checked: a number >= 0
         store = self._store
         store.start(data=self)
         try:
