@@ -16,6 +16,7 @@ import ccxt
 import ccxt.async_support
 import ccxt.pro
 import pytest
+from feedtools import fast_exchange
 from helpers import eventually
 
 from backtrader_ccxt.localexchange import LocalExchange
@@ -461,7 +462,8 @@ def test_stall_silences_the_stream_then_it_resumes():
 
 def test_skip_final_hides_a_final_that_rest_still_has():
     pairs = [["BTC/USDT", "1s"], ["ETH/USDT", "1s"]]
-    with LocalExchange(timeframes=("1s",), updates_per_candle=2) as ex:
+    # what the client receives, not when: on the fast clock (5 candles a real second)
+    with fast_exchange(timeframes=("1s",), updates_per_candle=2) as ex:
 
         async def main():
             pro = ccxt.pro.binance(ex.ccxt_config())
@@ -530,7 +532,8 @@ def test_malformed_duplicate_and_out_of_order_frames_reach_the_client():
 
 
 def test_omit_empty_on_websocket():
-    with LocalExchange(
+    # which candles the stream carries, not when: on the fast clock (5 candles a real second)
+    with fast_exchange(
         symbols=("BTC/USDT",), timeframes=("1s",), updates_per_candle=2, empty_every=3
     ) as ex:
         ex.faults.omit_empty = True

@@ -413,13 +413,15 @@ def test_a_fast_clock_fills_resting_orders_on_its_own_time():
             async with UserWs(ex, acct) as ws:
                 now = ex.now_ms()
                 price = (await asyncio.to_thread(ex.trades, SYMBOL, now - 5000))[-1]["price"]
-                # below the price (it rests), above the lowest low of the candles to come (it
-                # fills): a fixed 0.01% under the price waited out a rising market (the
-                # candles replayed depend on the time of day)
+                # below the price (it rests), above the low of the first candle to come that
+                # goes under it (it fills, within that candle): a fixed 0.01% under the price
+                # waited out a rising market (the candles replayed depend on the time of day),
+                # and the lowest low of the next 5 minutes made the wait up to 10 s
                 tf = ex._replay.timeframe("1s")
                 k = tf.index(now)
-                low = min(float(ex._replay.candle(SYMBOL, tf, k + i).l) for i in range(1, 300))
-                assert low < price, "the replay only rises for 5 minutes from here"
+                lows = (float(ex._replay.candle(SYMBOL, tf, k + i).l) for i in range(1, 300))
+                low = next((x for x in lows if x < price), None)
+                assert low is not None, "the replay only rises for 5 minutes from here"
                 limit = round((low + price) / 2, 2)
                 await asyncio.to_thread(client.create_order, SYMBOL, "limit", "buy", 0.01, limit)
                 new, lock = await ws.events(2)

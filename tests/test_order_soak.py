@@ -10,7 +10,7 @@ pytest.importorskip("pandas")
 
 
 def test_short_order_soak_no_duplicate_no_missed_no_double_counted_fill():
-    result = order_soak(bars=60, seed=1)
+    result = order_soak(bars=60, seed=1, speed=600.0)
     print(result.report())
     assert result.details == []
     assert result.ok
