@@ -10,7 +10,9 @@ pytest.importorskip("pandas")
 
 
 def test_short_order_soak_no_duplicate_no_missed_no_double_counted_fill():
-    result = order_soak(bars=60, seed=1, speed=600.0)
+    # 300x (order_soak's default): at 600x the same seed has every native OCO refused by
+    # the tight brackets, so the soak would no longer take the native OCO path under faults
+    result = order_soak(bars=60, seed=1)
     print(result.report())
     assert result.details == []
     assert result.ok
