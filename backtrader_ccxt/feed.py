@@ -227,7 +227,7 @@ class CCXTFeed(bt.feed.DataBase):
         self._gate = BarGate()
         self._ahead = None
         self._members = None
-        self._turns_memo: Turns | None | bool = False  # False: not decided yet
+        self._turns_memo = False  # not decided yet (see _turns)
         lines = self.lines
         self._dt_line = lines.datetime
         #: (line, Bar field) in the order _fill writes them, and the tick_* slots of each
@@ -239,7 +239,7 @@ class CCXTFeed(bt.feed.DataBase):
             if a != "datetime"
         ]
         self._tick_first = "tick_" + aliases[0]
-        self._line0 = self._tick_last_line = lines.lines[0]
+        self._line0 = lines.lines[0]  # backtrader's length and tick_last line
         # shared with the cerebro's other CCXT feeds: see sync.Delivery and manager.Doorbell
         env = getattr(self, "_env", None)
         self._delivery: Delivery = delivery_for(env)
@@ -356,8 +356,8 @@ class CCXTFeed(bt.feed.DataBase):
         if force or getattr(self, self._tick_first, None) is None:
             for name, line in self._tick_slots:
                 setattr(self, name, line.array[line._idx])
-            last = self._tick_last_line
-            self.tick_last = last.array[last._idx]
+            line0 = self._line0
+            self.tick_last = line0.array[line0._idx]
 
     def _tick_nullify(self):
         for name, _ in self._tick_slots:
@@ -499,8 +499,7 @@ class CCXTFeed(bt.feed.DataBase):
         if status.code == "LIVE" and self._cache_link is not None:
             self._cache_link.flush(self._store.clock.now_ms())
         if status.code == "LIVE":
-            live = self._live_siblings()
-            self._freeze.live(self, live, all(d._store.gc_freeze for d in live))
+            self._freeze.live(self, self._live_siblings)
         self.put_notification(getattr(self, status.code), status.message)
 
     def _end(self, status: Status | None = None) -> None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Sequence
 
 from .sync import PerCerebro
 
@@ -38,10 +38,11 @@ __all__ = ["StartupFreeze", "freeze_for"]
 class StartupFreeze:
     """The freeze of one cerebro: ``started`` / ``live`` / ``stopped`` from its feeds."""
 
-    __slots__ = ("_live", "_running", "frozen", "declined", "__weakref__")
+    __slots__ = ("_live", "_members", "_running", "frozen", "declined", "__weakref__")
 
     def __init__(self) -> None:
         self._live: set[int] = set()
+        self._members: int | None = None  # how many feeds must be LIVE, read at the first
         self._running: set[int] = set()
         self.frozen = False  # this cerebro froze the heap and has not unfrozen it yet
         self.declined = False  # it decided not to (switched off, or frozen by another owner)
@@ -49,16 +50,19 @@ class StartupFreeze:
     def started(self, feed: object) -> None:
         self._running.add(id(feed))
 
-    def live(self, feed: object, members: Iterable[object], allowed: bool) -> None:
-        """``feed`` reported LIVE; ``members``: every live (not historical) CCXT feed of the
-        cerebro; ``allowed``: no store of theirs switched the freeze off."""
+    def live(self, feed: object, members: Callable[[], Sequence]) -> None:
+        """``feed`` reported LIVE; ``members()``: every live (not historical) CCXT feed of the
+        cerebro, asked once (cerebro's datas are fixed once it runs)."""
         if self.frozen or self.declined:
             return
+        if self._members is None:
+            feeds = members()
+            self._members = len(feeds)
+            if not all(f._store.gc_freeze for f in feeds):
+                self.declined = True  # a store of theirs switched it off
+                return
         self._live.add(id(feed))
-        if not all(id(m) in self._live for m in members):
-            return
-        if not allowed:
-            self.declined = True
+        if len(self._live) < self._members:
             return
         if gc.get_freeze_count() > 0:
             self.declined = True

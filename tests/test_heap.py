@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import weakref
+from types import SimpleNamespace
 
 import backtrader as bt
 import pytest
@@ -35,21 +36,33 @@ class _Cycle:
         self.me = self
 
 
+def _feed(gc_freeze: bool = True) -> SimpleNamespace:
+    return SimpleNamespace(_store=SimpleNamespace(gc_freeze=gc_freeze))
+
+
 def test_freezes_once_every_member_is_live_and_collects_first(unfrozen):
-    a, b = object(), object()
+    a, b = _feed(), _feed()
+    asked: list[int] = []
+
+    def members():
+        asked.append(1)
+        return [a, b]
+
     f = StartupFreeze()
     f.started(a)
     f.started(b)
     garbage = _Cycle()
     dead = weakref.ref(garbage)
     del garbage  # unreachable, in a cycle: only the collector frees it
-    f.live(a, [a, b], allowed=True)
+    f.live(a, members)
+    f.live(a, members)  # a reconnect's second LIVE counts once
     assert gc.get_freeze_count() == 0 and not f.frozen
     assert dead() is not None  # nothing collected yet
-    f.live(b, [a, b], allowed=True)
+    f.live(b, members)
     assert f.frozen and gc.get_freeze_count() > 0
     assert dead() is None  # start-up's garbage was collected, not frozen
-    f.live(a, [a, b], allowed=True)  # a reconnect's second LIVE: nothing more
+    assert len(asked) == 1  # the members are read once
+    f.live(a, members)  # LIVE again after a break: nothing more
     f.stopped(a)
     assert gc.get_freeze_count() > 0  # b still runs
     f.stopped(b)
@@ -57,16 +70,18 @@ def test_freezes_once_every_member_is_live_and_collects_first(unfrozen):
 
 
 def test_switched_off_or_frozen_by_another_owner_is_left_alone(unfrozen):
-    a = object()
+    a, b = _feed(), _feed(gc_freeze=False)
     off = StartupFreeze()
     off.started(a)
-    off.live(a, [a], allowed=False)
+    off.started(b)
+    off.live(a, lambda: [a, b])  # b's store switched it off
+    off.live(b, lambda: [a, b])
     assert gc.get_freeze_count() == 0 and off.declined
     gc.freeze()  # another owner of the collector
     owned = gc.get_freeze_count()
     other = StartupFreeze()
     other.started(a)
-    other.live(a, [a], allowed=True)
+    other.live(a, lambda: [a])
     assert other.declined and not other.frozen
     other.stopped(a)
     assert gc.get_freeze_count() == owned  # not unfrozen on the owner's behalf
