@@ -78,13 +78,14 @@ def test_switched_off_or_frozen_by_another_owner_is_left_alone(unfrozen):
     off.live(b, lambda: [a, b])
     assert gc.get_freeze_count() == 0 and off.declined
     gc.freeze()  # another owner of the collector
-    owned = gc.get_freeze_count()
     other = StartupFreeze()
     other.started(a)
     other.live(a, lambda: [a])
     assert other.declined and not other.frozen
     other.stopped(a)
-    assert gc.get_freeze_count() == owned  # not unfrozen on the owner's behalf
+    # not unfrozen on the owner's behalf (an unfreeze empties the permanent generation; its
+    # count drifts otherwise, as frozen objects that lose their last reference are freed)
+    assert gc.get_freeze_count() > 0
 
 
 class _FreezeProbe(bt.Strategy):
